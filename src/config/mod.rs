@@ -1,0 +1,1 @@
+//! Configuration: Nebula-style YAML into one typed model with defaults and warnings. Pure code.

@@ -1,0 +1,1 @@
+//! Firewall: rules and conntrack with Nebula semantics. Pure code.

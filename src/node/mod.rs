@@ -1,0 +1,1 @@
+//! The sans-IO node: hostmap, handshake manager, lighthouse, punchy, relays, connection manager. Pure code.
