@@ -72,7 +72,8 @@ impl UdpSocket {
         bind_fd(fd, &bind_addr).with_context(|| format!("binding UDP socket to {bind_addr}"))?;
         let std_sock = std::net::UdpSocket::from(sock);
         let local = std_sock.local_addr().context("reading bound UDP address")?;
-        let io = AsyncFd::new(std_sock).context("registering UDP socket with tokio")?;
+        // SAFETY: the UdpSocket owns its descriptor and nothing else closes or replaces it.
+        let io = unsafe { AsyncFd::register(std_sock) }.context("registering UDP socket with tokio")?;
         Ok(UdpSocket { io, local, ipv6: settings.host.is_ipv6() })
     }
 
