@@ -32,7 +32,10 @@ impl Ipv4Net {
     /// `None` when `prefix_len` > 32.
     pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Net> {
         let mask = prefix_mask(prefix_len)?;
-        Some(Ipv4Net { network: Ipv4Addr::from(u32::from(addr) & mask), prefix_len })
+        Some(Ipv4Net {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix_len,
+        })
     }
 
     /// The network address.
@@ -96,7 +99,13 @@ pub struct RoutePlan {
 /// route its own MTU, and routes whose MTU differs from the device MTU advertise MSS = MTU - 40.
 pub fn plan(vpn_ip: Ipv4Addr, vpn_net: Ipv4Net, tun_mtu: u32, specs: &[RouteSpec]) -> RoutePlan {
     let device_mtu = specs.iter().filter_map(|s| s.mtu).fold(tun_mtu, u32::max);
-    let adv_mss = |mtu: u32| if mtu != device_mtu { mtu.saturating_sub(40) } else { 0 };
+    let adv_mss = |mtu: u32| {
+        if mtu != device_mtu {
+            mtu.saturating_sub(40)
+        } else {
+            0
+        }
+    };
     let mut routes = Vec::with_capacity(specs.len() + 1);
     routes.push(KernelRoute {
         dest: vpn_net,
@@ -130,12 +139,24 @@ pub struct InstalledRoutes {
 /// Installs `routes` on interface `ifindex`. On failure, whatever was added is removed again.
 pub fn install(ifindex: u32, routes: &[KernelRoute]) -> anyhow::Result<InstalledRoutes> {
     let mut nl = Netlink::open().context("opening rtnetlink socket")?;
-    let mut installed = InstalledRoutes { ifindex, added: Vec::with_capacity(routes.len()) };
+    let mut installed = InstalledRoutes {
+        ifindex,
+        added: Vec::with_capacity(routes.len()),
+    };
     for r in routes {
-        let flags = if r.replace { NLM_F_CREATE | NLM_F_REPLACE } else { NLM_F_CREATE | NLM_F_EXCL };
+        let flags = if r.replace {
+            NLM_F_CREATE | NLM_F_REPLACE
+        } else {
+            NLM_F_CREATE | NLM_F_EXCL
+        };
         let msg = route_message(ifindex, r, true);
         nl.request(RouteNetlinkMessage::NewRoute(msg), flags)
-            .with_context(|| format!("installing route {} (mtu {}) on the tun device", r.dest, r.mtu))?;
+            .with_context(|| {
+                format!(
+                    "installing route {} (mtu {}) on the tun device",
+                    r.dest, r.mtu
+                )
+            })?;
         if !r.replace {
             installed.added.push(*r);
         }
@@ -167,7 +188,9 @@ impl InstalledRoutes {
                 Ok(()) => {}
                 Err(e) if already_gone(&e) => {}
                 Err(e) => {
-                    first_err.get_or_insert(anyhow::Error::new(e).context(format!("removing route {}", r.dest)));
+                    first_err.get_or_insert(
+                        anyhow::Error::new(e).context(format!("removing route {}", r.dest)),
+                    );
                 }
             }
         }
@@ -184,7 +207,10 @@ impl Drop for InstalledRoutes {
 }
 
 fn already_gone(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT | libc::ENODEV))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ESRCH | libc::ENOENT | libc::ENODEV)
+    )
 }
 
 fn prefix_mask(prefix_len: u8) -> Option<u32> {
@@ -202,9 +228,15 @@ fn route_message(ifindex: u32, r: &KernelRoute, adding: bool) -> RouteMessage {
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
     msg.header.scope = RouteScope::Link;
     msg.header.kind = RouteType::Unicast;
-    msg.header.protocol = if r.replace { RouteProtocol::Kernel } else { RouteProtocol::Boot };
+    msg.header.protocol = if r.replace {
+        RouteProtocol::Kernel
+    } else {
+        RouteProtocol::Boot
+    };
     let attrs = &mut msg.attributes;
-    attrs.push(RouteAttribute::Destination(RouteAddress::Inet(r.dest.network())));
+    attrs.push(RouteAttribute::Destination(RouteAddress::Inet(
+        r.dest.network(),
+    )));
     attrs.push(RouteAttribute::Oif(ifindex));
     if r.metric > 0 {
         attrs.push(RouteAttribute::Priority(r.metric));
@@ -298,8 +330,16 @@ mod tests {
     fn plan_mirrors_nebula_mtu_and_advmss() {
         let vpn_ip = "192.168.100.5".parse().unwrap();
         let specs = [
-            RouteSpec { dest: net("192.168.100.128/25"), mtu: Some(8800), metric: 0 },
-            RouteSpec { dest: net("10.9.0.0/16"), mtu: None, metric: 100 },
+            RouteSpec {
+                dest: net("192.168.100.128/25"),
+                mtu: Some(8800),
+                metric: 0,
+            },
+            RouteSpec {
+                dest: net("10.9.0.0/16"),
+                mtu: None,
+                metric: 100,
+            },
         ];
         let p = plan(vpn_ip, net("192.168.100.0/24"), 1300, &specs);
         assert_eq!(p.device_mtu, 8800);
@@ -309,7 +349,10 @@ mod tests {
         // The route that sets the device MTU needs no MSS hint.
         assert_eq!((p.routes[1].mtu, p.routes[1].adv_mss), (8800, 0));
         let unsafe_route = p.routes[2];
-        assert_eq!((unsafe_route.mtu, unsafe_route.adv_mss, unsafe_route.metric), (1300, 1260, 100));
+        assert_eq!(
+            (unsafe_route.mtu, unsafe_route.adv_mss, unsafe_route.metric),
+            (1300, 1260, 100)
+        );
         assert!(!unsafe_route.replace && unsafe_route.src.is_none());
     }
 
@@ -333,7 +376,10 @@ mod tests {
         };
         let del = route_message(3, &r, false);
         assert!(del.attributes.contains(&RouteAttribute::Priority(7)));
-        assert!(!del.attributes.iter().any(|a| matches!(a, RouteAttribute::Metrics(_))));
+        assert!(!del
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Metrics(_))));
         let add = route_message(3, &r, true);
         assert!(add.attributes.contains(&RouteAttribute::Metrics(vec![
             RouteMetric::Mtu(1300),

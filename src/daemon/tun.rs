@@ -64,8 +64,15 @@ impl Tun {
         devices.insert(0, first);
         let name = devices[0].name().context("reading the tun device name")?;
         let index = if_index(&name)?;
-        let queues = devices.into_iter().map(TunQueue::new).collect::<io::Result<Vec<_>>>()?;
-        Ok(Tun { name, index, queues })
+        let queues = devices
+            .into_iter()
+            .map(TunQueue::new)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Tun {
+            name,
+            index,
+            queues,
+        })
     }
 
     /// Interface name (the kernel's choice when `tun.dev` was unset).
@@ -98,12 +105,16 @@ impl TunQueue {
     fn new(dev: SyncDevice) -> io::Result<TunQueue> {
         dev.set_nonblocking(true)?;
         // SAFETY: the SyncDevice owns its descriptor and nothing else closes or replaces it.
-        Ok(TunQueue { io: unsafe { AsyncFd::register(dev)? } })
+        Ok(TunQueue {
+            io: unsafe { AsyncFd::register(dev)? },
+        })
     }
 
     /// Waits for the next packet from the kernel; returns its length.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.async_io(Interest::READABLE, |dev| dev.recv(buf)).await
+        self.io
+            .async_io(Interest::READABLE, |dev| dev.recv(buf))
+            .await
     }
 
     /// Reads a queued packet without waiting (`WouldBlock` when none), to drain in batches.
@@ -113,7 +124,9 @@ impl TunQueue {
 
     /// Hands one IP packet to the kernel.
     pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        self.io.async_io(Interest::WRITABLE, |dev| dev.send(packet)).await
+        self.io
+            .async_io(Interest::WRITABLE, |dev| dev.send(packet))
+            .await
     }
 
     /// Raw descriptor, for diagnostics.
@@ -124,7 +137,9 @@ impl TunQueue {
 
 impl std::fmt::Debug for TunQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TunQueue").field("fd", &self.io.as_raw_fd()).finish()
+        f.debug_struct("TunQueue")
+            .field("fd", &self.io.as_raw_fd())
+            .finish()
     }
 }
 
@@ -187,16 +202,34 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let long = TunSettings { name: Some("a-very-long-device-name".into()), ..settings() };
+        let long = TunSettings {
+            name: Some("a-very-long-device-name".into()),
+            ..settings()
+        };
         assert!(validate(&long).unwrap_err().to_string().contains("tun.dev"));
-        let slash = TunSettings { name: Some("a/b".into()), ..settings() };
+        let slash = TunSettings {
+            name: Some("a/b".into()),
+            ..settings()
+        };
         assert!(validate(&slash).is_err());
-        let mtu = TunSettings { mtu: 10, ..settings() };
+        let mtu = TunSettings {
+            mtu: 10,
+            ..settings()
+        };
         assert!(validate(&mtu).unwrap_err().to_string().contains("tun.mtu"));
-        let prefix = TunSettings { prefix_len: 33, ..settings() };
+        let prefix = TunSettings {
+            prefix_len: 33,
+            ..settings()
+        };
         assert!(validate(&prefix).is_err());
-        let queues = TunSettings { queues: 0, ..settings() };
-        assert!(validate(&queues).unwrap_err().to_string().contains("routines"));
+        let queues = TunSettings {
+            queues: 0,
+            ..settings()
+        };
+        assert!(validate(&queues)
+            .unwrap_err()
+            .to_string()
+            .contains("routines"));
         assert!(validate(&settings()).is_ok());
     }
 }

@@ -73,8 +73,13 @@ impl UdpSocket {
         let std_sock = std::net::UdpSocket::from(sock);
         let local = std_sock.local_addr().context("reading bound UDP address")?;
         // SAFETY: the UdpSocket owns its descriptor and nothing else closes or replaces it.
-        let io = unsafe { AsyncFd::register(std_sock) }.context("registering UDP socket with tokio")?;
-        Ok(UdpSocket { io, local, ipv6: settings.host.is_ipv6() })
+        let io =
+            unsafe { AsyncFd::register(std_sock) }.context("registering UDP socket with tokio")?;
+        Ok(UdpSocket {
+            io,
+            local,
+            ipv6: settings.host.is_ipv6(),
+        })
     }
 
     /// The address actually bound (the real port when `listen.port` was 0).
@@ -109,7 +114,9 @@ impl UdpSocket {
 
     /// Like [`recv_batch`](Self::recv_batch) but never waits: `WouldBlock` when nothing is queued.
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        self.io.try_io(Interest::READABLE, |inner| recv_mmsg(inner.as_raw_fd(), batch))
+        self.io.try_io(Interest::READABLE, |inner| {
+            recv_mmsg(inner.as_raw_fd(), batch)
+        })
     }
 
     /// Sends every datagram in `batch`, then empties it. A datagram the kernel refuses (no route,
@@ -144,12 +151,17 @@ impl UdpSocket {
     /// Sends one datagram (control traffic: handshakes, lighthouse, punches).
     pub async fn send_to(&self, datagram: &[u8], dest: SocketAddr) -> io::Result<usize> {
         let dest = self.outgoing(dest);
-        self.io.async_io(Interest::WRITABLE, |inner| inner.send_to(datagram, dest)).await
+        self.io
+            .async_io(Interest::WRITABLE, |inner| inner.send_to(datagram, dest))
+            .await
     }
 
     /// Receives one datagram (tests and slow paths).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let (n, from) = self.io.async_io(Interest::READABLE, |inner| inner.recv_from(buf)).await?;
+        let (n, from) = self
+            .io
+            .async_io(Interest::READABLE, |inner| inner.recv_from(buf))
+            .await?;
         Ok((n, canonical(from)))
     }
 
@@ -172,7 +184,10 @@ pub struct RecvBatch {
 impl RecvBatch {
     /// Allocates `slots` buffers of `slot_size` bytes, once.
     pub fn new(slots: usize, slot_size: usize) -> Self {
-        RecvBatch { slots: Slots::new(slots, slot_size), filled: 0 }
+        RecvBatch {
+            slots: Slots::new(slots, slot_size),
+            filled: 0,
+        }
     }
 
     /// How many datagrams the last receive delivered.
@@ -222,7 +237,10 @@ pub struct SendBatch {
 impl SendBatch {
     /// Allocates `slots` buffers of `slot_size` bytes, once.
     pub fn new(slots: usize, slot_size: usize) -> Self {
-        SendBatch { slots: Slots::new(slots, slot_size), filled: 0 }
+        SendBatch {
+            slots: Slots::new(slots, slot_size),
+            filled: 0,
+        }
     }
 
     /// Queued datagrams.
@@ -310,7 +328,10 @@ impl Slots {
         let slots = slots.max(1);
         // SAFETY: all-zero bytes are valid for these plain C structs (null pointers, zero lengths).
         let zeroed_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let zeroed_iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let zeroed_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         // SAFETY: as above.
         let zeroed_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
         Slots {
@@ -356,11 +377,19 @@ fn recv_mmsg(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     let n = batch.capacity();
     let slot_size = batch.slots.slot_size;
     for i in 0..n {
-        batch.slots.link(i, slot_size, mem::size_of::<libc::sockaddr_storage>() as _);
+        batch
+            .slots
+            .link(i, slot_size, mem::size_of::<libc::sockaddr_storage>() as _);
     }
     // SAFETY: every header points at live buffers of the lengths given, owned by `batch`.
     let got = unsafe {
-        libc::recvmmsg(fd, batch.slots.hdrs.as_mut_ptr(), n as _, 0, std::ptr::null_mut())
+        libc::recvmmsg(
+            fd,
+            batch.slots.hdrs.as_mut_ptr(),
+            n as _,
+            0,
+            std::ptr::null_mut(),
+        )
     };
     if got < 0 {
         batch.filled = 0;
@@ -396,7 +425,10 @@ fn send_mmsg(fd: RawFd, batch: &mut SendBatch, from: usize, ipv6: bool) -> io::R
 
 /// Errors that mean the socket itself is unusable, as opposed to one datagram being refused.
 fn is_fatal(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT)
+    )
 }
 
 fn new_socket(ipv6: bool) -> io::Result<OwnedFd> {
@@ -479,7 +511,9 @@ fn to_sockaddr(addr: SocketAddr, ipv6: bool, out: &mut libc::sockaddr_storage) -
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
@@ -499,7 +533,9 @@ fn write_v6(v6: &SocketAddrV6, out: &mut libc::sockaddr_storage) -> libc::sockle
         sin6_family: libc::AF_INET6 as libc::sa_family_t,
         sin6_port: v6.port().to_be(),
         sin6_flowinfo: v6.flowinfo().to_be(),
-        sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+        sin6_addr: libc::in6_addr {
+            s6_addr: v6.ip().octets(),
+        },
         sin6_scope_id: v6.scope_id(),
     };
     // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
@@ -511,7 +547,8 @@ fn from_sockaddr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match name.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*(name as *const _ as *const libc::sockaddr_in) };
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(name as *const _ as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
         }
@@ -605,7 +642,11 @@ mod tests {
         const N: usize = 48;
         let a = UdpSocket::bind(&loopback(0)).unwrap();
         // Room for the whole burst, so the test checks batching rather than the default buffer.
-        let b = UdpSocket::bind(&UdpSettings { read_buffer: 4 << 20, ..loopback(0) }).unwrap();
+        let b = UdpSocket::bind(&UdpSettings {
+            read_buffer: 4 << 20,
+            ..loopback(0)
+        })
+        .unwrap();
         let mut out = SendBatch::new(DEFAULT_BATCH, SLOT_SIZE);
         for i in 0..N {
             let slot = out.slot().unwrap();
@@ -622,16 +663,20 @@ mod tests {
         let mut seen = 0;
         let mut largest = 0;
         while seen < N {
-            let got = tokio::time::timeout(std::time::Duration::from_secs(5), b.recv_batch(&mut inb))
-                .await
-                .expect("datagrams arrive")
-                .unwrap();
+            let got =
+                tokio::time::timeout(std::time::Duration::from_secs(5), b.recv_batch(&mut inb))
+                    .await
+                    .expect("datagrams arrive")
+                    .unwrap();
             for k in 0..got {
                 let i = seen + k;
                 assert_eq!(inb.peer(k), a.local_addr());
                 let d = inb.datagram(k);
                 assert_eq!(d.len(), 100 + i * 150);
-                assert!(d.iter().enumerate().all(|(j, &byte)| byte == (i * 7 + j) as u8));
+                assert!(d
+                    .iter()
+                    .enumerate()
+                    .all(|(j, &byte)| byte == (i * 7 + j) as u8));
             }
             seen += got;
             largest = largest.max(got);
@@ -639,7 +684,9 @@ mod tests {
         assert_eq!(seen, N);
         // Everything was queued before the first receive, so one call must take several.
         assert!(largest > 1, "recvmmsg returned one datagram at a time");
-        assert!(matches!(b.try_recv_batch(&mut inb), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+        assert!(
+            matches!(b.try_recv_batch(&mut inb), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        );
     }
 
     #[tokio::test]
