@@ -2,6 +2,8 @@
 //! a privileged test can run, and unique names for per-run resources.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
