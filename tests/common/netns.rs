@@ -75,7 +75,8 @@ impl Netns {
     /// Starts a long-running command inside the namespace; stdout and stderr go to `log`. The
     /// process is stopped (by its PID) when the returned guard drops.
     pub fn spawn(&self, args: &[&str], log: &Path) -> NsProcess {
-        let file = fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let file =
+            fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = file.try_clone().expect("clone log handle");
         // `ip netns exec` execs the command in place, so the child's PID is the command's PID.
         let child = Command::new("ip")
@@ -86,7 +87,11 @@ impl Netns {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {args:?} in {}: {e}", self.name));
-        NsProcess { child, what: format!("[{}] {}", self.name, args.join(" ")), log: log.to_path_buf() }
+        NsProcess {
+            child,
+            what: format!("[{}] {}", self.name, args.join(" ")),
+            log: log.to_path_buf(),
+        }
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace (the caller's threads stay
@@ -121,16 +126,26 @@ impl Netns {
     /// Bounded ping (`ping -c count -W 1 -i 0.2`); true when every echo was answered.
     pub fn ping(&self, dest: &str, count: u32) -> bool {
         let count = count.to_string();
-        self.exec(&["ping", "-n", "-q", "-c", &count, "-W", "1", "-i", "0.2", dest]).status.success()
+        self.exec(&[
+            "ping", "-n", "-q", "-c", &count, "-W", "1", "-i", "0.2", dest,
+        ])
+        .status
+        .success()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let out = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
         match out {
             Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!("netns del {}: {}", self.name, String::from_utf8_lossy(&o.stderr)),
+            Ok(o) => eprintln!(
+                "netns del {}: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr)
+            ),
             Err(e) => eprintln!("netns del {}: {e}", self.name),
         }
     }
@@ -140,13 +155,11 @@ impl Drop for Netns {
 /// brings both ends up. Returns the interface names (in `a`, in `b`).
 pub fn veth(a: &Netns, a_cidr: Option<&str>, b: &Netns, b_cidr: Option<&str>) -> (String, String) {
     let (ia, ib) = (unique_name("va"), unique_name("vb"));
-    run_ok(Command::new("ip").args(["link", "add", &ia, "netns", a.name(), "type", "veth"]).args([
-        "peer",
-        "name",
-        &ib,
-        "netns",
-        b.name(),
-    ]));
+    run_ok(
+        Command::new("ip")
+            .args(["link", "add", &ia, "netns", a.name(), "type", "veth"])
+            .args(["peer", "name", &ib, "netns", b.name()]),
+    );
     for (ns, ifname, cidr) in [(a, &ia, a_cidr), (b, &ib, b_cidr)] {
         match cidr {
             Some(c) => ns.add_addr(ifname, c),
@@ -209,14 +222,24 @@ const LAN: &str = "lan0";
 impl NatRouter {
     /// `wan_cidr` on the switch (e.g. "198.51.100.11/24"), `lan_cidr` for the router's LAN side
     /// (e.g. "192.168.1.1/24").
-    pub fn new(prefix: &str, internet: &Switch, wan_cidr: &str, lan_cidr: &str, kind: NatKind) -> NatRouter {
+    pub fn new(
+        prefix: &str,
+        internet: &Switch,
+        wan_cidr: &str,
+        lan_cidr: &str,
+        kind: NatKind,
+    ) -> NatRouter {
         let ns = Netns::new(prefix);
         let wan = internet.attach(&ns, wan_cidr);
         ns.ip(&["link", "add", LAN, "type", "bridge"]);
         ns.add_addr(LAN, lan_cidr);
         ns.run(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
         load_nft(&ns, &nat_ruleset(&wan, kind));
-        NatRouter { ns, wan_ip: addr_of(wan_cidr), lan_ip: addr_of(lan_cidr) }
+        NatRouter {
+            ns,
+            wan_ip: addr_of(wan_cidr),
+            lan_ip: addr_of(lan_cidr),
+        }
     }
 
     /// Connects `host` to the LAN with `cidr` and routes its default traffic through the router.
@@ -305,7 +328,9 @@ impl NsProcess {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own, not yet reaped child by its PID.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let exited = wait_for(Duration::from_secs(5), Duration::from_millis(20), || !self.is_running());
+        let exited = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            !self.is_running()
+        });
         if !exited {
             eprintln!("{} ignored SIGTERM; killing", self.what);
             let _ = self.child.kill();
@@ -369,13 +394,21 @@ impl NebulaCa {
     pub fn new(dir: &Path, name: &str) -> NebulaCa {
         let crt = dir.join("ca.crt");
         let key = dir.join("ca.key");
-        run_ok(Command::new("nebula-cert").args(["ca", "-name", name, "-duration", "2h"]).args([
-            "-out-crt".as_ref(),
-            crt.as_os_str(),
-            "-out-key".as_ref(),
-            key.as_os_str(),
-        ]));
-        NebulaCa { dir: dir.to_path_buf(), crt, key }
+        run_ok(
+            Command::new("nebula-cert")
+                .args(["ca", "-name", name, "-duration", "2h"])
+                .args([
+                    "-out-crt".as_ref(),
+                    crt.as_os_str(),
+                    "-out-key".as_ref(),
+                    key.as_os_str(),
+                ]),
+        );
+        NebulaCa {
+            dir: dir.to_path_buf(),
+            crt,
+            key,
+        }
     }
 
     /// Signs a host certificate for `name` with VPN address `vpn_cidr` (e.g. "10.42.0.1/24").
@@ -384,13 +417,20 @@ impl NebulaCa {
         let key = self.dir.join(format!("{name}.key"));
         let mut cmd = Command::new("nebula-cert");
         cmd.args(["sign", "-name", name, "-ip", vpn_cidr]);
-        cmd.arg("-ca-crt").arg(&self.crt).arg("-ca-key").arg(&self.key);
+        cmd.arg("-ca-crt")
+            .arg(&self.crt)
+            .arg("-ca-key")
+            .arg(&self.key);
         cmd.arg("-out-crt").arg(&crt).arg("-out-key").arg(&key);
         if !groups.is_empty() {
             cmd.args(["-groups", &groups.join(",")]);
         }
         run_ok(&mut cmd);
-        NodePki { ca: self.crt.clone(), crt, key }
+        NodePki {
+            ca: self.crt.clone(),
+            crt,
+            key,
+        }
     }
 }
 
@@ -436,18 +476,49 @@ impl NodeConfig {
 
     pub fn to_yaml(&self, pki: &NodePki) -> String {
         let mut y = String::new();
-        let _ = writeln!(y, "pki:\n  ca: {}\n  cert: {}\n  key: {}", pki.ca.display(), pki.crt.display(), pki.key.display());
+        let _ = writeln!(
+            y,
+            "pki:\n  ca: {}\n  cert: {}\n  key: {}",
+            pki.ca.display(),
+            pki.crt.display(),
+            pki.key.display()
+        );
         y.push_str("static_host_map:\n");
         for (vpn, addrs) in &self.static_host_map {
-            let list = addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+            let list = addrs
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             let _ = writeln!(y, "  \"{vpn}\": [{list}]");
         }
-        let hosts = self.lighthouses.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
-        let _ = writeln!(y, "lighthouse:\n  am_lighthouse: {}\n  interval: 60\n  hosts: [{hosts}]", self.am_lighthouse);
-        let _ = writeln!(y, "listen:\n  host: \"{}\"\n  port: {}", self.listen_host, self.listen_port);
-        let _ = writeln!(y, "punchy:\n  punch: {}\n  respond: {}", self.punchy, self.punchy);
+        let hosts = self
+            .lighthouses
+            .iter()
+            .map(|h| format!("\"{h}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            y,
+            "lighthouse:\n  am_lighthouse: {}\n  interval: 60\n  hosts: [{hosts}]",
+            self.am_lighthouse
+        );
+        let _ = writeln!(
+            y,
+            "listen:\n  host: \"{}\"\n  port: {}",
+            self.listen_host, self.listen_port
+        );
+        let _ = writeln!(
+            y,
+            "punchy:\n  punch: {}\n  respond: {}",
+            self.punchy, self.punchy
+        );
         let _ = writeln!(y, "cipher: {}", self.cipher);
-        let _ = writeln!(y, "tun:\n  disabled: false\n  dev: {}\n  mtu: {}", self.tun_dev, self.mtu);
+        let _ = writeln!(
+            y,
+            "tun:\n  disabled: false\n  dev: {}\n  mtu: {}",
+            self.tun_dev, self.mtu
+        );
         let _ = writeln!(y, "logging:\n  level: {}\n  format: text", self.log_level);
         match &self.firewall {
             Some(fw) => {
@@ -465,7 +536,8 @@ impl NodeConfig {
     /// Writes `<dir>/<file>` and returns its path.
     pub fn write(&self, dir: &Path, file: &str, pki: &NodePki) -> PathBuf {
         let path = dir.join(file);
-        fs::write(&path, self.to_yaml(pki)).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        fs::write(&path, self.to_yaml(pki))
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
     }
 }
