@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::netns::{netns_exists, Netns};
 use meshd::daemon::routes::{self, Ipv4Net, RouteSpec};
-use meshd::daemon::tun::{Tun, TunSettings};
+use meshd::daemon::tun::{PacketBatch, Tun, TunSettings};
 
 fn settings(dev: &str) -> TunSettings {
     TunSettings {
@@ -90,22 +90,39 @@ fn tun_queue_carries_packets_both_ways() {
         rt.block_on(async {
             let tun = Tun::open(&settings(&dev)).expect("open tun");
             // The kernel only routes 10.77.0.2 into the device once it is up with its address.
+            // -l 3 sends three requests back to back, so one wakeup can read several.
             let mut ping = Command::new("ping")
-                .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"])
+                .args([
+                    "-n",
+                    "-q",
+                    "-c",
+                    "6",
+                    "-l",
+                    "3",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "2",
+                    "10.77.0.2",
+                ])
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("spawn ping");
-            let mut buf = vec![0u8; 2000];
+            let mut batch = PacketBatch::new(8, 2000);
             let mut answered = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while answered < 3 {
-                let n = tokio::time::timeout_at(deadline, tun.queue().recv(&mut buf))
+            while answered < 6 {
+                let got = tokio::time::timeout_at(deadline, tun.queue().recv_batch(&mut batch))
                     .await
                     .expect("echo requests reach the tun device")
                     .unwrap();
-                if echo_reply_in_place(&mut buf[..n]) {
-                    assert_eq!(tun.queue().send(&buf[..n]).await.unwrap(), n);
-                    answered += 1;
+                for i in 0..got {
+                    let packet = batch.packet_mut(i);
+                    if echo_reply_in_place(packet) {
+                        let n = packet.len();
+                        assert_eq!(tun.queue().send(batch.packet(i)).await.unwrap(), n);
+                        answered += 1;
+                    }
                 }
             }
             let status = tokio::task::spawn_blocking(move || ping.wait())

@@ -3,6 +3,7 @@
 //! Each submodule owns one OS resource and nothing else; none of them makes a protocol decision.
 //! The event loop (written against the sans-IO `node`) plugs these pieces together. Linux only.
 
+pub mod batch;
 pub mod logging;
 pub mod notify;
 pub mod routes;

@@ -18,6 +18,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, SyncDevice};
 
+pub use super::batch::PacketBatch;
+
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_NAME: usize = 15;
 
@@ -120,6 +122,18 @@ impl TunQueue {
     /// Reads a queued packet without waiting (`WouldBlock` when none), to drain in batches.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.io.try_io(Interest::READABLE, |dev| dev.recv(buf))
+    }
+
+    /// Waits until packets are queued, then reads as many as are ready into `batch` (one wakeup,
+    /// many packets). Returns how many.
+    pub async fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        loop {
+            let mut guard = self.io.readable().await?;
+            match guard.try_io(|dev| batch.fill_with(|buf| dev.get_ref().recv(buf))) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
     }
 
     /// Hands one IP packet to the kernel.
