@@ -1,7 +1,7 @@
 //! The outside UDP socket (`listen.*`) with batched I/O: `recvmmsg`/`sendmmsg` into buffers
 //! allocated once per batch, driven by tokio's `AsyncFd`.
 //!
-//! Owns the socket and the packet slots. Must not parse or judge datagrams: what arrives goes to
+//! Owns the socket. Must not parse or judge datagrams: what arrives goes to
 //! the node untouched, what the node wrote goes out untouched. No allocation per packet.
 //!
 //! The batches themselves live in `batch`.
