@@ -235,6 +235,11 @@ impl Firewall {
         Verdict::Allow
     }
 
+    /// Would the current rules alone allow this packet (no address checks, no conntrack)?
+    pub fn rules_allow(&self, p: &FlowPacket, direction: Direction, peer: &Peer<'_>) -> bool {
+        self.table(direction).matches(p, direction, peer)
+    }
+
     /// What to do with refused packets in `direction`.
     pub fn action(&self, direction: Direction) -> Action {
         match direction {
