@@ -449,6 +449,14 @@ impl RuleCtx<'_> {
             .local_cidr
             .as_deref()
             .and_then(|c| self.cidr("local_cidr", c));
+        if raw.code.is_some() {
+            self.warn(
+                "code",
+                "treated exactly like port; ICMP packets have no ports, so only `any` matches them"
+                    .to_string(),
+            );
+        }
+        self.sanity_warnings(raw.host.as_deref(), &groups, raw.cidr.as_deref());
         if let (Some(Proto::Icmp), Some(PortSpec::Range { .. })) = (proto, port) {
             self.warn(
                 port_key,
@@ -475,6 +483,29 @@ impl RuleCtx<'_> {
             ca_name: raw.ca_name,
             ca_sha: raw.ca_sha,
         })
+    }
+
+    /// Nebula master's `rule.sanity`: an `any` that silently overrides other selectors.
+    fn sanity_warnings(&mut self, host: Option<&str>, groups: &[String], cidr: Option<&str>) {
+        let groups_any = groups.iter().any(|g| g == "any");
+        if groups_any && groups.len() > 1 {
+            self.warn(
+                "groups",
+                "contains `any`, so the other groups are ignored".to_string(),
+            );
+        }
+        if host == Some("any") && (!groups.is_empty() || cidr.is_some()) {
+            self.warn(
+                "host",
+                "is `any`, so group/groups/cidr in this rule are ignored".to_string(),
+            );
+        }
+        if groups_any && (host.is_some_and(|h| h != "any") || cidr.is_some()) {
+            self.warn(
+                "groups",
+                "contain `any`, so host/cidr in this rule are ignored".to_string(),
+            );
+        }
     }
 
     fn proto(&mut self, text: Option<&str>) -> Option<Proto> {
