@@ -73,6 +73,12 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+impl Verdict {
+    pub fn is_allow(self) -> bool {
+        self == Verdict::Allow
+    }
+}
+
 /// Why a packet was refused. Counted per direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -116,6 +122,18 @@ impl DropReason {
             DropReason::NoRule => "no_rule",
             DropReason::ConntrackFull => "conntrack_full",
         }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DropReason::Malformed => "malformed packet",
+            DropReason::RemoteIp => "remote address is not in the peer's certificate",
+            DropReason::LocalIp => "local address is not one we handle",
+            DropReason::NoRule => "no matching firewall rule",
+            DropReason::ConntrackFull => "conntrack table is full",
+        })
     }
 }
 
