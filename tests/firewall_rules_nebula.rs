@@ -130,3 +130,96 @@ fn rule_acceptance_matches_nebula_1_6_1() {
         assert!(meshd_accepts(rule), "{rule}: meshd refuses it");
     }
 }
+
+/// Random rules built from tricky values of every key; acceptance must agree with nebula.
+#[test]
+fn random_rules_acceptance_matches_nebula_1_6_1() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let t = "random_rules_acceptance_matches_nebula_1_6_1";
+    if !common::require_tool(t, "nebula") || !common::require_tool(t, "nebula-cert") {
+        return;
+    }
+    let dir = common::tempdir();
+    make_cert(dir.path());
+
+    const PORTS: &[&str] = &[
+        "80",
+        "\"80\"",
+        "any",
+        "0",
+        "fragment",
+        "1-100",
+        "100-1",
+        "\"0-5\"",
+        "70000",
+        "x",
+        "\"\"",
+        "1.5",
+        "\"-5\"",
+        "\"5-\"",
+        "[80]",
+        "~",
+        "\" 7 - 9 \"",
+    ];
+    const PROTOS: &[&str] = &[
+        "any", "tcp", "udp", "icmp", "any", "tcp", "udp", "icmp", "TCP", "6", "\"\"", "~",
+    ];
+    const HOSTS: &[&str] = &["a", "any", "\"\"", "~", "5", "[a]"];
+    const GROUP: &[&str] = &["a", "any", "[a]", "[a, b]", "[]", "~", "\"\""];
+    const GROUPS: &[&str] = &["[a, b]", "[]", "a", "[any]", "~", "[1]", "\"\""];
+    const CIDRS: &[&str] = &[
+        "10.0.0.0/8",
+        "0.0.0.0/0",
+        "10.0.0.0",
+        "\"fd00::/8\"",
+        "\"\"",
+        "x",
+        "10.0.0.1/33",
+    ];
+    const CAS: &[&str] = &["a", "\"\""];
+
+    fn field(key: &'static str, pool: &'static [&'static str]) -> BoxedStrategy<Option<String>> {
+        prop::option::weighted(0.45, prop::sample::select(pool))
+            .prop_map(move |v| v.map(|v| format!("{key}: {v}")))
+            .boxed()
+    }
+    let strategy = (
+        prop::option::weighted(0.85, prop::sample::select(PORTS))
+            .prop_map(|v| v.map(|v| format!("port: {v}"))),
+        prop::option::weighted(0.1, prop::sample::select(PORTS))
+            .prop_map(|v| v.map(|v| format!("code: {v}"))),
+        prop::option::weighted(0.9, prop::sample::select(PROTOS))
+            .prop_map(|v| v.map(|v| format!("proto: {v}"))),
+        field("host", HOSTS),
+        field("group", GROUP),
+        field("groups", GROUPS),
+        field("cidr", CIDRS),
+        field("ca_name", CAS),
+        field("ca_sha", CAS),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(a, b, c, d, e, f, g, h, i, bogus)| {
+            let mut parts: Vec<String> =
+                [a, b, c, d, e, f, g, h, i].into_iter().flatten().collect();
+            if bogus {
+                parts.push("bogus: 1".to_string());
+            }
+            format!("{{{}}}", parts.join(", "))
+        });
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |rule| {
+        let n = nebula_accepts(dir.path(), &rule);
+        let m = meshd_accepts(&rule);
+        prop_assert_eq!(n, m, "{}: nebula accepts={}, meshd accepts={}", rule, n, m);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
