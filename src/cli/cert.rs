@@ -82,11 +82,11 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     let mode_args = &rest[1..];
     let result = match mode.as_str() {
-        "ca" => ca(mode_args, err),
-        "keygen" => keygen(mode_args, err),
-        "sign" => sign(mode_args, err),
-        "print" => print(mode_args, out, err),
-        "verify" => verify(mode_args, err),
+        "ca" => ca(mode_args),
+        "keygen" => keygen(mode_args),
+        "sign" => sign(mode_args),
+        "print" => print(mode_args, out),
+        "verify" => verify(mode_args),
         other => Err(plain(format!("unknown mode: {other}"))),
     };
     match result {
@@ -230,7 +230,7 @@ fn verify_flags() -> FlagSet {
         )
 }
 
-fn ca(args: &[String], _err: &mut dyn Write) -> ModeResult {
+fn ca(args: &[String]) -> ModeResult {
     let mut f = ca_flags();
     f.parse(args)?;
     require(&f, &["name", "out-key", "out-crt"])?;
@@ -273,7 +273,7 @@ fn ca(args: &[String], _err: &mut dyn Write) -> ModeResult {
         .map_err(|e| plain(format!("error while writing out-crt: {e}")))
 }
 
-fn keygen(args: &[String], _err: &mut dyn Write) -> ModeResult {
+fn keygen(args: &[String]) -> ModeResult {
     let mut f = keygen_flags();
     f.parse(args)?;
     require(&f, &["out-key", "out-pub"])?;
@@ -296,7 +296,7 @@ fn keygen(args: &[String], _err: &mut dyn Write) -> ModeResult {
     .map_err(|e| plain(format!("error while writing out-pub: {e}")))
 }
 
-fn sign(args: &[String], _err: &mut dyn Write) -> ModeResult {
+fn sign(args: &[String]) -> ModeResult {
     let mut f = sign_flags();
     f.parse(args)?;
     require(&f, &["ca-key", "ca-crt", "name", "ip"])?;
@@ -376,7 +376,7 @@ fn sign(args: &[String], _err: &mut dyn Write) -> ModeResult {
         .map_err(|e| plain(format!("error while writing out-crt: {e}")))
 }
 
-fn print(args: &[String], out: &mut dyn Write, _err: &mut dyn Write) -> ModeResult {
+fn print(args: &[String], out: &mut dyn Write) -> ModeResult {
     let mut f = print_flags();
     f.parse(args)?;
     require(&f, &["path"])?;
@@ -401,7 +401,7 @@ fn print(args: &[String], out: &mut dyn Write, _err: &mut dyn Write) -> ModeResu
     }
 }
 
-fn verify(args: &[String], _err: &mut dyn Write) -> ModeResult {
+fn verify(args: &[String]) -> ModeResult {
     let mut f = verify_flags();
     f.parse(args)?;
     require(&f, &["ca", "crt"])?;
