@@ -5,11 +5,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use crate::firewall::{parse_rules, Action, Direction, Rule};
+
 use super::model::defaults as d;
 use super::model::*;
 use super::reader::{describe, Reader};
 use super::sections::{allow_lists, static_host_map, tun_routes, unsafe_routes};
-use super::types::{Cipher, FirewallAction, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
+use super::types::{Cipher, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
 
 /// Reads every section; problems and warnings accumulate in `r`.
 pub fn build(r: &mut Reader<'_>) -> Config {
@@ -419,35 +421,43 @@ fn firewall(r: &mut Reader<'_>, routines: usize) -> Firewall {
             default_timeout: r.duration("firewall.conntrack.default_timeout", d::CONNTRACK_DEFAULT),
             routine_cache_timeout: cache,
         },
-        outbound: rule_list(r, "firewall.outbound"),
-        inbound: rule_list(r, "firewall.inbound"),
+        outbound: rule_list(r, Direction::Outbound),
+        inbound: rule_list(r, Direction::Inbound),
         inbound_action: firewall_action(r, "firewall.inbound_action"),
         outbound_action: firewall_action(r, "firewall.outbound_action"),
         default_local_cidr_any: r.bool("firewall.default_local_cidr_any", true),
     }
 }
 
-fn rule_list(r: &mut Reader<'_>, key: &str) -> Vec<serde_yaml::Value> {
-    match r.opaque(key) {
-        None => Vec::new(),
-        Some(serde_yaml::Value::Sequence(items)) => items.clone(),
-        Some(other) => {
-            r.problem(key, format!("expected a list of rules, found {}", describe(other)));
+/// `firewall.go`: rule errors stop start-up; the firewall module owns the rule syntax.
+fn rule_list(r: &mut Reader<'_>, direction: Direction) -> Vec<Rule> {
+    let key = direction.config_key();
+    let value = r.opaque(key).cloned().unwrap_or(serde_yaml::Value::Null);
+    match parse_rules(direction, &value, key) {
+        Ok((rules, warnings)) => {
+            for w in warnings {
+                let (k, m) = w.split_once(": ").unwrap_or((key, w.as_str()));
+                r.warn(k, m);
+            }
+            rules
+        }
+        Err(errors) => {
+            for e in errors {
+                r.problem(&e.path, e.message);
+            }
             Vec::new()
         }
     }
 }
 
-/// 1.6.1 ignores these keys (always drop), so a bad value must not stop start-up.
-fn firewall_action(r: &mut Reader<'_>, key: &str) -> FirewallAction {
-    match r.string(key, "drop").to_ascii_lowercase().as_str() {
-        "drop" => FirewallAction::Drop,
-        "reject" => FirewallAction::Reject,
-        other => {
-            r.warn(key, format!("unknown action {other:?} (drop or reject), using the default drop"));
-            FirewallAction::Drop
-        }
+/// 1.6.1 ignores these keys (always drops), so a bad value warns instead of stopping start-up.
+fn firewall_action(r: &mut Reader<'_>, key: &str) -> Action {
+    let (action, warning) = Action::parse(r.get(key), key);
+    if let Some(w) = warning {
+        let msg = w.strip_prefix(&format!("{key}: ")).unwrap_or(&w).to_string();
+        r.warn(key, msg);
     }
+    action
 }
 
 fn timers(r: &mut Reader<'_>) -> Timers {

@@ -12,6 +12,7 @@ mod checks;
 pub mod coerce;
 mod files;
 mod model;
+mod pki;
 mod reader;
 mod sections;
 mod source;
@@ -20,9 +21,10 @@ pub mod types;
 pub use checks::check_network;
 pub use files::{load_path, read_sources};
 pub use model::*;
+pub use pki::{check_startup, PkiState, ReadFile, StartupReport};
 pub use reader::{Problem, Warning};
 pub use source::{merge_sources, Source};
-pub use types::{Cipher, FirewallAction, Host, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
+pub use types::{Cipher, Host, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
 
 /// A loaded configuration and everything worth telling the operator about it.
 #[derive(Debug, Clone)]

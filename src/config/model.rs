@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::types::{Cipher, FirewallAction, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
+use crate::firewall::{Action, Rule};
+
+use super::types::{Cipher, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
 
 /// Every default in one place (values from the `c.Get*` calls of Nebula v1.6.1, plus the later
 /// releases' keys meshd accepts).
@@ -287,12 +289,12 @@ pub struct Handshakes {
 #[derive(Debug, Clone)]
 pub struct Firewall {
     pub conntrack: Conntrack,
-    /// Raw rule lists under `firewall.outbound` / `firewall.inbound`; the firewall module owns
-    /// their meaning (see `build::firewall_rules`).
-    pub outbound: Vec<Value>,
-    pub inbound: Vec<Value>,
-    pub inbound_action: FirewallAction,
-    pub outbound_action: FirewallAction,
+    /// Rules parsed by `firewall::rules::parse_rules`.
+    pub outbound: Vec<Rule>,
+    pub inbound: Vec<Rule>,
+    /// `inbound_action` / `outbound_action` (since v1.7.0; 1.6.1 always drops).
+    pub inbound_action: Action,
+    pub outbound_action: Action,
     /// `default_local_cidr_any` (v1.9.0+); 1.6.1 behaves as `true`.
     pub default_local_cidr_any: bool,
 }

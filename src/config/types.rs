@@ -206,13 +206,6 @@ pub enum SendRecvError {
     Private,
 }
 
-/// `firewall.inbound_action` / `outbound_action` (since v1.7.0; 1.6.1 always drops).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirewallAction {
-    Drop,
-    Reject,
-}
-
 /// `static_map.network` (since v1.7.0): which address families DNS names resolve to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupNetwork {
