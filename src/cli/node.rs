@@ -111,40 +111,35 @@ fn bool_flag(name: &str, inline: Option<&str>) -> Result<bool, String> {
 /// `-test`: load, check everything start-up checks, print each warning and problem; exit 0 only
 /// if the node would start.
 fn test_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let loaded = match config::load_path(path) {
-        Ok(l) => l,
-        Err(ConfigError::Invalid { problems, warnings }) => {
-            print_warnings(err, &warnings);
-            for p in &problems {
-                let _ = writeln!(err, "error: {p}");
-            }
-            let _ = writeln!(err, "{}: configuration is invalid ({} problem(s))", path.display(), problems.len());
-            return 1;
-        }
+    let (config, sources, mut warnings, mut problems) = match config::load_path(path) {
+        Ok(l) => (l.config, l.sources.len(), l.warnings, Vec::new()),
+        Err(ConfigError::Invalid { problems, warnings, partial }) => (*partial, 0, warnings, problems),
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             return 1;
         }
     };
-    print_warnings(err, &loaded.warnings);
     let read = |p: &Path| std::fs::read(p);
-    let (_, report) = config::check_startup(&loaded.config, &read, unix_now());
-    print_warnings(err, &report.warnings);
-    for p in &report.problems {
-        let _ = writeln!(err, "error: {p}");
+    let (_, report) = config::check_startup(&config, &read, unix_now());
+    warnings.extend(report.warnings);
+    // A key already reported while loading (e.g. a missing pki.cert) is not reported twice.
+    for p in report.problems {
+        if !problems.iter().any(|q: &config::Problem| q.key == p.key) {
+            problems.push(p);
+        }
     }
-    if !report.problems.is_empty() {
-        let _ = writeln!(err, "{}: configuration is invalid ({} problem(s))", path.display(), report.problems.len());
-        return 1;
-    }
-    let _ = writeln!(out, "{}: configuration OK ({} file(s))", path.display(), loaded.sources.len());
-    0
-}
-
-fn print_warnings(err: &mut dyn Write, warnings: &[config::Warning]) {
-    for w in warnings {
+    for w in &warnings {
         let _ = writeln!(err, "warning: {w}");
     }
+    for p in &problems {
+        let _ = writeln!(err, "error: {p}");
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(err, "{}: configuration is invalid ({} problem(s))", path.display(), problems.len());
+        return 1;
+    }
+    let _ = writeln!(out, "{}: configuration OK ({sources} file(s))", path.display());
+    0
 }
 
 fn unix_now() -> i64 {

@@ -2,11 +2,11 @@
 //! needing the VPN network from the host certificate. Reports problems and warnings naming keys;
 //! never reads files or certificates itself.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::model::Config;
 use super::reader::{Problem, Reader, Warning};
-use super::types::{Host, IpNet};
+use super::types::{Host, HostPort, IpNet};
 
 /// Checks that need nothing but the config.
 pub fn check_config(r: &mut Reader<'_>, c: &Config) {
@@ -30,6 +30,22 @@ pub fn check_config(r: &mut Reader<'_>, c: &Config) {
     }
 }
 
+/// Whether Nebula keeps a static address (`lighthouse.go` addStaticRemote): the remote allow
+/// lists must allow it and an IPv4 address must not be inside the VPN network. Names are
+/// resolved later, so they count as kept.
+fn static_addr_kept(c: &Config, vpn_net: IpNet, vpn_ip: Ipv4Addr, addr: &HostPort) -> bool {
+    let Host::Ip(ip) = addr.host else { return true };
+    let lh = &c.lighthouse;
+    let inside = lh
+        .remote_allow_ranges
+        .iter()
+        .filter(|(range, _)| range.contains(IpAddr::V4(vpn_ip)))
+        .max_by_key(|(range, _)| range.prefix());
+    let allowed = inside.is_none_or(|(_, list)| list.allows(ip))
+        && lh.remote_allow_list.as_ref().is_none_or(|list| list.allows(ip));
+    allowed && !(ip.is_ipv4() && vpn_net.contains(ip))
+}
+
 /// Checks that need the VPN network (the first IP/mask of the host certificate). Problems stop
 /// start-up; warnings do not.
 pub fn check_network(c: &Config, vpn_net: IpNet) -> (Vec<Problem>, Vec<Warning>) {
@@ -44,6 +60,16 @@ pub fn check_network(c: &Config, vpn_net: IpNet) -> (Vec<Problem>, Vec<Warning>)
     for s in &c.static_host_map {
         if !vpn_net.contains(IpAddr::V4(s.vpn_ip)) {
             problem(format!("static_host_map.{}", s.vpn_ip), format!("{} is not in our VPN network {vpn_net}", s.vpn_ip));
+        }
+    }
+    for (i, host) in c.lighthouse.hosts.iter().enumerate() {
+        let Some(entry) = c.static_host_map.iter().find(|s| s.vpn_ip == *host) else { continue };
+        if !entry.addrs.is_empty() && !entry.addrs.iter().any(|a| static_addr_kept(c, vpn_net, *host, a)) {
+            let message = format!(
+                "lighthouse {host} does not have a usable static_host_map entry: every address is refused by \
+                 lighthouse.remote_allow_list/remote_allow_ranges or lies inside the VPN network"
+            );
+            problem(format!("lighthouse.hosts[{i}]"), message);
         }
     }
     for (i, r) in c.tun.routes.iter().enumerate() {

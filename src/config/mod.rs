@@ -48,8 +48,11 @@ pub enum ConfigError {
     NoFiles { path: String },
     #[error("cannot read {path}: {message}")]
     Io { path: String, message: String },
+    /// Problems found while loading. `partial` is the model with defaults in place of the bad
+    /// values, so callers such as `-test` can still run the certificate checks and report
+    /// everything at once; it must never be used to start a node.
     #[error("{}", render_problems(.problems))]
-    Invalid { problems: Vec<Problem>, warnings: Vec<Warning> },
+    Invalid { problems: Vec<Problem>, warnings: Vec<Warning>, partial: Box<Config> },
 }
 
 fn render_problems(problems: &[Problem]) -> String {
@@ -70,7 +73,7 @@ pub fn from_sources(sources: &[Source]) -> Result<Loaded, ConfigError> {
     checks::check_config(&mut r, &config);
     let reader::Reader { warnings, problems, .. } = r;
     if !problems.is_empty() {
-        return Err(ConfigError::Invalid { problems, warnings });
+        return Err(ConfigError::Invalid { problems, warnings, partial: Box::new(config) });
     }
     let sources = sources.iter().map(|s| s.name.clone()).collect();
     Ok(Loaded { config, warnings, tree, sources })
