@@ -67,8 +67,9 @@ pub fn from_str(text: &str) -> Result<Loaded, ConfigError> {
 
 /// Loads and merges several YAML documents in order.
 pub fn from_sources(sources: &[Source]) -> Result<Loaded, ConfigError> {
-    let tree = merge_sources(sources)?;
+    let (tree, duplicates) = merge_sources(sources)?;
     let mut r = reader::Reader::new(&tree);
+    r.warnings.extend(duplicates);
     let config = build::build(&mut r);
     checks::check_config(&mut r, &config);
     let reader::Reader { warnings, problems, .. } = r;
