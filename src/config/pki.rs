@@ -1,6 +1,6 @@
-//! Start-up checks that need the certificates (`cert.go` at v1.6.1): the CA pool from `pki.ca`,
+//! Start-up checks that need files: the certificates (`cert.go` at v1.6.1): the CA pool from `pki.ca`,
 //! the host certificate and key (each a path or inline PEM), their pairing, expiry and IPs, and the
-//! VPN network the cross-section checks need. File reading and the clock are parameters, so this
+//! VPN network the cross-section checks need; and the sshd host key (`ssh.go`). File reading and the clock are parameters, so this
 //! stays pure; `-test` and the daemon pass real ones.
 
 use std::net::IpAddr;
@@ -44,12 +44,25 @@ pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
 pub fn check_startup(config: &Config, read: ReadFile<'_>, now: i64) -> (Option<PkiState>, StartupReport) {
     let mut report = StartupReport::default();
     let state = load_pki(config, read, now, &mut report);
+    check_ssh_host_key(config, read, &mut report);
     if let Some(state) = &state {
         let (problems, warnings) = check_network(config, state.vpn_net);
         report.problems.extend(problems);
         report.warnings.extend(warnings);
     }
     (state, report)
+}
+
+/// `ssh.go`: with sshd enabled, the host key file must be readable and hold a private key.
+fn check_ssh_host_key(config: &Config, read: ReadFile<'_>, report: &mut StartupReport) {
+    let (true, Some(path)) = (config.sshd.enabled, &config.sshd.host_key) else { return };
+    match read(path) {
+        Err(e) => problem(report, "sshd.host_key", format!("unable to read {}: {e}", path.display())),
+        Ok(bytes) if !String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----") => {
+            problem(report, "sshd.host_key", format!("{} does not contain a PEM private key", path.display()))
+        }
+        Ok(_) => {}
+    }
 }
 
 fn problem(report: &mut StartupReport, key: &str, message: impl Into<String>) {
