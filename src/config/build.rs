@@ -10,7 +10,7 @@ use crate::firewall::{parse_rules, Action, Direction, Rule};
 use super::model::defaults as d;
 use super::model::*;
 use super::reader::{describe, Reader};
-use super::sections::{allow_lists, static_host_map, tun_routes, unsafe_routes};
+use super::sections::{allow_lists, calculated_remotes, static_host_map, tun_routes, unsafe_routes};
 use super::types::{Cipher, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
 
 /// Reads every section; problems and warnings accumulate in `r`.
@@ -111,7 +111,7 @@ fn lighthouse(r: &mut Reader<'_>) -> Lighthouse {
         remote_allow_ranges,
         local_allow_list,
         advertise_addrs,
-        calculated_remotes: r.opaque("lighthouse.calculated_remotes").cloned(),
+        calculated_remotes: calculated_remotes(r),
     }
 }
 
@@ -281,7 +281,16 @@ fn ssh_users(r: &mut Reader<'_>) -> Vec<SshUser> {
         let user = m.get("user").and_then(super::coerce::go_string);
         let keys = match m.get("keys") {
             Some(serde_yaml::Value::String(k)) => vec![k.clone()],
-            Some(serde_yaml::Value::Sequence(ks)) => ks.iter().filter_map(super::coerce::go_string).collect(),
+            Some(serde_yaml::Value::Sequence(ks)) => {
+                let mut keys = Vec::new();
+                for (i, k) in ks.iter().enumerate() {
+                    match super::coerce::go_string(k) {
+                        Some(k) => keys.push(k),
+                        None => r.warn(&format!("{key}.keys[{i}]"), format!("expected a key, found {}; ignored", describe(k))),
+                    }
+                }
+                keys
+            }
             other => {
                 let found = other.map(describe).unwrap_or_else(|| "nothing".into());
                 r.warn(&format!("{key}.keys"), format!("expected a key or a list of keys, found {found}; user ignored"));

@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::Value;
 
 use crate::firewall::{Action, Rule};
 
@@ -134,8 +133,16 @@ pub struct Lighthouse {
     pub remote_allow_ranges: Vec<(IpNet, AllowList)>,
     pub local_allow_list: Option<LocalAllowList>,
     pub advertise_addrs: Vec<HostPort>,
-    /// `calculated_remotes` (since v1.7.0), kept raw: meshd does not act on it yet.
-    pub calculated_remotes: Option<Value>,
+    /// `calculated_remotes` (since v1.7.0): VPN range → remotes guessed from the VPN IP.
+    pub calculated_remotes: Vec<(IpNet, Vec<CalculatedRemote>)>,
+}
+
+/// One `calculated_remotes` entry: the guessed address takes `mask`'s network bits and the VPN
+/// IP's host bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalculatedRemote {
+    pub mask: IpNet,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone)]

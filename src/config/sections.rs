@@ -9,7 +9,7 @@ use serde_yaml::{Mapping, Value};
 use super::build::parse_or_problem;
 use super::coerce::{go_string, parse_go_bool, parse_go_int};
 use super::model::defaults as d;
-use super::model::{AllowList, LocalAllowList, StaticHost, TunRoute, UnsafeRoute};
+use super::model::{AllowList, CalculatedRemote, LocalAllowList, StaticHost, TunRoute, UnsafeRoute};
 use super::reader::{describe, Reader};
 use super::types::{HostPort, IpNet};
 
@@ -170,6 +170,52 @@ fn yaml_bool(v: &Value) -> Option<bool> {
         Value::String(s) if !matches!(s.as_str(), "1" | "0" | "t" | "f" | "T" | "F") => parse_go_bool(s),
         _ => None,
     }
+}
+
+/// `lighthouse.calculated_remotes` (since v1.7.0): VPN CIDR → list of `{mask, port}`. 1.6.1
+/// ignores the key, so every mistake here is a warning and the entry is dropped.
+pub fn calculated_remotes(r: &mut Reader<'_>) -> Vec<(IpNet, Vec<CalculatedRemote>)> {
+    let key = "lighthouse.calculated_remotes";
+    let Some(v) = r.opaque(key) else { return Vec::new() };
+    let Value::Mapping(m) = v else {
+        r.warn(key, format!("expected a map of VPN CIDR to a list of {{mask, port}}, found {}; ignored", describe(v)));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in m {
+        let name = go_string(k).unwrap_or_else(|| describe(k));
+        let entry = format!("{key}.{name}");
+        let Ok(range) = name.parse::<IpNet>() else {
+            r.warn(&entry, format!("{name:?} is not a CIDR; ignored"));
+            continue;
+        };
+        let Value::Sequence(items) = v else {
+            r.warn(&entry, format!("expected a list of {{mask, port}}, found {}; ignored", describe(v)));
+            continue;
+        };
+        let mut remotes = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{entry}[{i}]");
+            match calculated_remote(item) {
+                Ok(c) => remotes.push(c),
+                Err(msg) => r.warn(&item_key, format!("{msg}; ignored")),
+            }
+        }
+        out.push((range, remotes));
+    }
+    out
+}
+
+fn calculated_remote(v: &Value) -> Result<CalculatedRemote, String> {
+    let Value::Mapping(m) = v else { return Err(format!("expected a map with mask and port, found {}", describe(v))) };
+    if let Some(extra) = m.keys().filter_map(go_string).find(|k| k != "mask" && k != "port") {
+        return Err(format!("unknown key {extra:?} (mask, port)"));
+    }
+    let mask = m.get("mask").and_then(go_string).ok_or("mask is missing")?;
+    let mask = mask.parse::<IpNet>().map_err(|e| format!("mask: {e}"))?;
+    let port = m.get("port").and_then(go_string).and_then(|p| parse_go_int(&p)).ok_or("port is missing or not a number")?;
+    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+    Ok(CalculatedRemote { mask, port })
 }
 
 /// `tun.routes`: MTU overrides for ranges inside the VPN network (`mtu` ≥ 500 required).
