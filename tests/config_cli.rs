@@ -18,7 +18,15 @@ impl Pki {
     fn new() -> Pki {
         let dir = common::tempdir();
         let p = Pki { dir };
-        p.run(&["ca", "-name", "test-ca", "-out-crt", &p.path("ca.crt"), "-out-key", &p.path("ca.key")]);
+        p.run(&[
+            "ca",
+            "-name",
+            "test-ca",
+            "-out-crt",
+            &p.path("ca.crt"),
+            "-out-key",
+            &p.path("ca.key"),
+        ]);
         p
     }
 
@@ -27,15 +35,28 @@ impl Pki {
     }
 
     fn run(&self, args: &[&str]) {
-        let out = Command::new("nebula-cert").args(args).output().expect("run nebula-cert");
-        assert!(out.status.success(), "nebula-cert {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("nebula-cert")
+            .args(args)
+            .output()
+            .expect("run nebula-cert");
+        assert!(
+            out.status.success(),
+            "nebula-cert {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Signs `name` with `ip` (CIDR); files are `<name>.crt` / `<name>.key`.
     fn host(&self, name: &str, ip: &str) -> (String, String) {
-        let (crt, key) = (self.path(&format!("{name}.crt")), self.path(&format!("{name}.key")));
+        let (crt, key) = (
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key")),
+        );
         let ca = (self.path("ca.crt"), self.path("ca.key"));
-        self.run(&["sign", "-name", name, "-ip", ip, "-ca-crt", &ca.0, "-ca-key", &ca.1, "-out-crt", &crt, "-out-key", &key]);
+        self.run(&[
+            "sign", "-name", name, "-ip", ip, "-ca-crt", &ca.0, "-ca-key", &ca.1, "-out-crt", &crt,
+            "-out-key", &key,
+        ]);
         (crt, key)
     }
 
@@ -68,15 +89,29 @@ fn rewrite_pki(yaml: &str, ca: &str, cert: &str, key: &str) -> String {
 }
 
 fn meshd_test(path: &Path) -> Output {
-    Command::new(common::meshd_bin()).arg("-config").arg(path).arg("-test").output().expect("run meshd")
+    Command::new(common::meshd_bin())
+        .arg("-config")
+        .arg(path)
+        .arg("-test")
+        .output()
+        .expect("run meshd")
 }
 
 fn nebula_test(path: &Path) -> Output {
-    Command::new("nebula").arg("-config").arg(path).arg("-test").output().expect("run nebula")
+    Command::new("nebula")
+        .arg("-config")
+        .arg(path)
+        .arg("-test")
+        .output()
+        .expect("run nebula")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -104,7 +139,12 @@ fn examples_and_debian_example_pass_test() {
         let path = pki.write(&format!("ex{i}.yml"), &rewrite_pki(&yaml, &ca, &crt, &key));
         let out = meshd_test(&path);
         assert!(out.status.success(), "{}: {}", file.display(), text(&out));
-        assert!(!text(&out).contains("warning: "), "{}: unexpected warnings: {}", file.display(), text(&out));
+        assert!(
+            !text(&out).contains("warning: "),
+            "{}: unexpected warnings: {}",
+            file.display(),
+            text(&out)
+        );
         tested += 1;
     }
     assert!(tested >= 3);
@@ -134,7 +174,13 @@ struct Case {
 }
 
 const fn case(name: &'static str, extra: &'static str, ok: bool) -> Case {
-    Case { name, extra, whole: None, split: false, ok }
+    Case {
+        name,
+        extra,
+        whole: None,
+        split: false,
+        ok,
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -202,15 +248,24 @@ fn meshd_and_nebula_agree_on_good_and_bad_configs() {
     for (i, c) in cases().iter().enumerate() {
         let path = match (c.whole, c.split) {
             (Some(whole), _) => {
-                let yaml = whole.replace("@INLINECA@", &inline_ca).replace("@OTHERKEY@", &other_key);
-                let yaml = yaml.replace("@CA@", &ca).replace("@CRT@", &crt).replace("@KEY@", &key);
+                let yaml = whole
+                    .replace("@INLINECA@", &inline_ca)
+                    .replace("@OTHERKEY@", &other_key);
+                let yaml = yaml
+                    .replace("@CA@", &ca)
+                    .replace("@CRT@", &crt)
+                    .replace("@KEY@", &key);
                 pki.write(&format!("case{i}.yml"), &yaml)
             }
-            (None, false) => pki.write(&format!("case{i}.yml"), &host_config(&ca, &crt, &key, c.extra)),
+            (None, false) => pki.write(
+                &format!("case{i}.yml"),
+                &host_config(&ca, &crt, &key, c.extra),
+            ),
             (None, true) => {
                 let dir = pki.dir.path().join(format!("case{i}.d"));
                 std::fs::create_dir(&dir).expect("mkdir");
-                std::fs::write(dir.join("00-base.yml"), host_config(&ca, &crt, &key, "")).expect("write");
+                std::fs::write(dir.join("00-base.yml"), host_config(&ca, &crt, &key, ""))
+                    .expect("write");
                 std::fs::write(dir.join("10-extra.yaml"), c.extra).expect("write");
                 std::fs::write(dir.join("README"), "not yaml: [").expect("write");
                 dir
@@ -228,7 +283,12 @@ fn meshd_and_nebula_agree_on_good_and_bad_configs() {
             ));
         }
         if !m_ok {
-            assert!(text(&m).contains("error: "), "{}: meshd refused without saying why: {}", c.name, text(&m));
+            assert!(
+                text(&m).contains("error: "),
+                "{}: meshd refused without saying why: {}",
+                c.name,
+                text(&m)
+            );
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n\n"));
@@ -241,7 +301,10 @@ fn tail(s: &str, n: usize) -> String {
 
 #[test]
 fn meshd_test_messages_name_keys_files_and_lines() {
-    if !common::require_tool("meshd_test_messages_name_keys_files_and_lines", "nebula-cert") {
+    if !common::require_tool(
+        "meshd_test_messages_name_keys_files_and_lines",
+        "nebula-cert",
+    ) {
         return;
     }
     let pki = Pki::new();
@@ -251,24 +314,55 @@ fn meshd_test_messages_name_keys_files_and_lines() {
     let out = meshd_test(&broken);
     assert!(!out.status.success());
     // The unclosed flow list is reported where the parser gives up: line 4, column 1.
-    assert!(text(&out).contains(&format!("{}:4:1: YAML syntax error", broken.display())), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{}:4:1: YAML syntax error", broken.display())),
+        "{}",
+        text(&out)
+    );
 
     let extra = "lighthouse: {intervall: 5}\ntun: {unsafe_routes: [{route: 10.10.10.128/25, via: 10.10.10.1}]}";
     let out = meshd_test(&pki.write("c.yml", &host_config(&ca, &crt, &key, extra)));
     let t = text(&out);
     assert!(!out.status.success());
-    assert!(t.contains("warning: lighthouse.intervall: unknown key (did you mean `interval`?)"), "{t}");
-    assert!(t.contains("error: tun.unsafe_routes[0].route:") && t.contains("inside the VPN network"), "{t}");
+    assert!(
+        t.contains("warning: lighthouse.intervall: unknown key (did you mean `interval`?)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("error: tun.unsafe_routes[0].route:") && t.contains("inside the VPN network"),
+        "{t}"
+    );
 
-    let out = meshd_test(&pki.write("d.yml", &host_config(&ca, &crt, &key, "tun: {routes: [{mtu: 9000, route: 10.99.0.0/16}]}")));
-    assert!(text(&out).contains("error: tun.routes[0].route:"), "{}", text(&out));
+    let out = meshd_test(&pki.write(
+        "d.yml",
+        &host_config(
+            &ca,
+            &crt,
+            &key,
+            "tun: {routes: [{mtu: 9000, route: 10.99.0.0/16}]}",
+        ),
+    ));
+    assert!(
+        text(&out).contains("error: tun.routes[0].route:"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn cli_flags() {
-    let run = |args: &[&str]| Command::new(common::meshd_bin()).args(args).output().expect("run meshd");
+    let run = |args: &[&str]| {
+        Command::new(common::meshd_bin())
+            .args(args)
+            .output()
+            .expect("run meshd")
+    };
     let out = run(&["-version"]);
-    assert!(out.status.success() && text(&out).starts_with("Version: "), "{}", text(&out));
+    assert!(
+        out.status.success() && text(&out).starts_with("Version: "),
+        "{}",
+        text(&out)
+    );
     let out = run(&["-help"]);
     assert!(out.status.success() && text(&out).contains("-config"));
     let out = run(&[]);
@@ -282,7 +376,11 @@ fn cli_flags() {
     let dir = common::tempdir();
     let out = run(&["-config", &dir.path().display().to_string(), "-test"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("no config files found"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no config files found"),
+        "{}",
+        text(&out)
+    );
     let file = dir.path().join("c.yml");
     std::fs::write(&file, "pki: {ca: a, cert: b, key: c}\n").expect("write");
     let out = run(&["-config", &file.display().to_string()]);

@@ -14,7 +14,11 @@ const BOGUS: &str = "zzbogus_key";
 
 fn example_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files = vec![dir.join("config.yaml"), dir.join("lighthouse.yaml"), dir.join("host.yaml")];
+    let mut files = vec![
+        dir.join("config.yaml"),
+        dir.join("lighthouse.yaml"),
+        dir.join("host.yaml"),
+    ];
     if Path::new(DEBIAN_EXAMPLE).exists() {
         files.push(PathBuf::from(DEBIAN_EXAMPLE));
     }
@@ -46,8 +50,15 @@ fn walk(v: &Value, loc: Loc, maps: &mut Vec<Loc>, leaves: &mut Vec<Loc>) {
         Value::Mapping(m) => {
             maps.push(loc.clone());
             for (k, child) in m {
-                let name = k.as_str().map(str::to_string).unwrap_or_else(|| serde_yaml::to_string(k).unwrap().trim().to_string());
-                let path = if loc.path.is_empty() { name } else { format!("{}.{name}", loc.path) };
+                let name = k
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| serde_yaml::to_string(k).unwrap().trim().to_string());
+                let path = if loc.path.is_empty() {
+                    name
+                } else {
+                    format!("{}.{name}", loc.path)
+                };
                 let mut segs = loc.segs.clone();
                 segs.push(Seg::Key(k.clone()));
                 walk(child, Loc { path, segs }, maps, leaves);
@@ -57,7 +68,15 @@ fn walk(v: &Value, loc: Loc, maps: &mut Vec<Loc>, leaves: &mut Vec<Loc>) {
             for (i, child) in items.iter().enumerate() {
                 let mut segs = loc.segs.clone();
                 segs.push(Seg::Index(i));
-                walk(child, Loc { path: format!("{}[{i}]", loc.path), segs }, maps, leaves);
+                walk(
+                    child,
+                    Loc {
+                        path: format!("{}[{i}]", loc.path),
+                        segs,
+                    },
+                    maps,
+                    leaves,
+                );
             }
         }
         _ => leaves.push(loc),
@@ -66,7 +85,15 @@ fn walk(v: &Value, loc: Loc, maps: &mut Vec<Loc>, leaves: &mut Vec<Loc>) {
 
 fn locations(tree: &Value) -> (Vec<Loc>, Vec<Loc>) {
     let (mut maps, mut leaves) = (Vec::new(), Vec::new());
-    walk(tree, Loc { path: String::new(), segs: Vec::new() }, &mut maps, &mut leaves);
+    walk(
+        tree,
+        Loc {
+            path: String::new(),
+            segs: Vec::new(),
+        },
+        &mut maps,
+        &mut leaves,
+    );
     (maps, leaves)
 }
 
@@ -74,8 +101,14 @@ fn node_mut<'a>(v: &'a mut Value, segs: &[Seg]) -> &'a mut Value {
     let mut cur = v;
     for seg in segs {
         cur = match seg {
-            Seg::Key(k) => cur.as_mapping_mut().and_then(|m| m.get_mut(k)).expect("key exists"),
-            Seg::Index(i) => cur.as_sequence_mut().and_then(|s| s.get_mut(*i)).expect("index exists"),
+            Seg::Key(k) => cur
+                .as_mapping_mut()
+                .and_then(|m| m.get_mut(k))
+                .expect("key exists"),
+            Seg::Index(i) => cur
+                .as_sequence_mut()
+                .and_then(|s| s.get_mut(*i))
+                .expect("index exists"),
         };
     }
     cur
@@ -86,7 +119,9 @@ fn messages(tree: &Value) -> Vec<(String, String)> {
     let text = serde_yaml::to_string(tree).expect("serialise");
     match config::from_sources(&[Source::new("mutated.yml", text)]) {
         Ok(l) => l.warnings.into_iter().map(|w| (w.key, w.message)).collect(),
-        Err(ConfigError::Invalid { problems, warnings, .. }) => problems
+        Err(ConfigError::Invalid {
+            problems, warnings, ..
+        }) => problems
             .into_iter()
             .map(|p| (p.key, p.message))
             .chain(warnings.into_iter().map(|w| (w.key, w.message)))
@@ -109,8 +144,14 @@ fn unknown_key_in_every_map_is_named() {
             let map_path = &loc.path;
             let mut mutated = tree.clone();
             let node = node_mut(&mut mutated, &loc.segs);
-            node.as_mapping_mut().expect("a map").insert(Value::from(BOGUS), Value::from(1));
-            let want = if map_path.is_empty() { BOGUS.to_string() } else { format!("{map_path}.{BOGUS}") };
+            node.as_mapping_mut()
+                .expect("a map")
+                .insert(Value::from(BOGUS), Value::from(1));
+            let want = if map_path.is_empty() {
+                BOGUS.to_string()
+            } else {
+                format!("{map_path}.{BOGUS}")
+            };
             let msgs = messages(&mutated);
             assert!(
                 msgs.iter().any(|(k, _)| k == &want),
@@ -152,18 +193,67 @@ fn examples_load_without_warnings_or_problems() {
     for file in example_files() {
         let text = std::fs::read_to_string(&file).expect("read");
         let loaded = config::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        assert!(loaded.warnings.is_empty(), "{}: {:?}", file.display(), loaded.warnings);
+        assert!(
+            loaded.warnings.is_empty(),
+            "{}: {:?}",
+            file.display(),
+            loaded.warnings
+        );
     }
 }
 
 /// Real key names, to steer random trees into the loader's interesting paths.
 const KEYS: &[&str] = &[
-    "pki", "ca", "cert", "key", "static_host_map", "lighthouse", "am_lighthouse", "hosts", "interval",
-    "remote_allow_list", "remote_allow_ranges", "local_allow_list", "interfaces", "listen", "port",
-    "host", "punchy", "punch", "delay", "tun", "routes", "unsafe_routes", "route", "via", "mtu",
-    "metric", "firewall", "inbound", "outbound", "proto", "conntrack", "tcp_timeout", "logging",
-    "level", "stats", "type", "sshd", "enabled", "authorized_users", "keys", "user", "relay",
-    "relays", "cipher", "preferred_ranges", "routines", "10.0.0.0/8", "10.1.2.3", "any", "yes",
+    "pki",
+    "ca",
+    "cert",
+    "key",
+    "static_host_map",
+    "lighthouse",
+    "am_lighthouse",
+    "hosts",
+    "interval",
+    "remote_allow_list",
+    "remote_allow_ranges",
+    "local_allow_list",
+    "interfaces",
+    "listen",
+    "port",
+    "host",
+    "punchy",
+    "punch",
+    "delay",
+    "tun",
+    "routes",
+    "unsafe_routes",
+    "route",
+    "via",
+    "mtu",
+    "metric",
+    "firewall",
+    "inbound",
+    "outbound",
+    "proto",
+    "conntrack",
+    "tcp_timeout",
+    "logging",
+    "level",
+    "stats",
+    "type",
+    "sshd",
+    "enabled",
+    "authorized_users",
+    "keys",
+    "user",
+    "relay",
+    "relays",
+    "cipher",
+    "preferred_ranges",
+    "routines",
+    "10.0.0.0/8",
+    "10.1.2.3",
+    "any",
+    "yes",
 ];
 
 fn arb_value() -> impl Strategy<Value = Value> {

@@ -53,7 +53,10 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if flags.test {
         return test_config(Path::new(&path), out, err);
     }
-    let _ = writeln!(err, "meshd: the daemon is not implemented yet; only `meshd -config {path} -test` works");
+    let _ = writeln!(
+        err,
+        "meshd: the daemon is not implemented yet; only `meshd -config {path} -test` works"
+    );
     1
 }
 
@@ -113,7 +116,11 @@ fn bool_flag(name: &str, inline: Option<&str>) -> Result<bool, String> {
 fn test_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let (config, sources, mut warnings, mut problems) = match config::load_path(path) {
         Ok(l) => (l.config, l.sources.len(), l.warnings, Vec::new()),
-        Err(ConfigError::Invalid { problems, warnings, partial }) => (*partial, 0, warnings, problems),
+        Err(ConfigError::Invalid {
+            problems,
+            warnings,
+            partial,
+        }) => (*partial, 0, warnings, problems),
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             return 1;
@@ -135,10 +142,19 @@ fn test_config(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         let _ = writeln!(err, "error: {p}");
     }
     if !problems.is_empty() {
-        let _ = writeln!(err, "{}: configuration is invalid ({} problem(s))", path.display(), problems.len());
+        let _ = writeln!(
+            err,
+            "{}: configuration is invalid ({} problem(s))",
+            path.display(),
+            problems.len()
+        );
         return 1;
     }
-    let _ = writeln!(out, "{}: configuration OK ({sources} file(s))", path.display());
+    let _ = writeln!(
+        out,
+        "{}: configuration OK ({sources} file(s))",
+        path.display()
+    );
     0
 }
 
@@ -159,7 +175,11 @@ mod tests {
 
     #[test]
     fn go_style_flags() {
-        let want = Flags { config: Some("x.yml".into()), test: true, ..Flags::default() };
+        let want = Flags {
+            config: Some("x.yml".into()),
+            test: true,
+            ..Flags::default()
+        };
         assert_eq!(parse(&["-config", "x.yml", "-test"]).unwrap(), want);
         assert_eq!(parse(&["-config=x.yml", "-test"]).unwrap(), want);
         assert_eq!(parse(&["--config", "x.yml", "--test=true"]).unwrap(), want);
@@ -170,7 +190,9 @@ mod tests {
 
     #[test]
     fn bad_flags_are_errors() {
-        assert!(parse(&["-config"]).unwrap_err().contains("needs an argument"));
+        assert!(parse(&["-config"])
+            .unwrap_err()
+            .contains("needs an argument"));
         assert!(parse(&["-bogus"]).unwrap_err().contains("-bogus"));
         assert!(parse(&["-test=maybe"]).is_err());
         assert!(parse(&["stray"]).is_err());

@@ -10,7 +10,9 @@ use crate::firewall::{parse_rules, Action, Direction, Rule};
 use super::model::defaults as d;
 use super::model::*;
 use super::reader::{describe, Reader};
-use super::sections::{allow_lists, calculated_remotes, static_host_map, tun_routes, unsafe_routes};
+use super::sections::{
+    allow_lists, calculated_remotes, static_host_map, tun_routes, unsafe_routes,
+};
 use super::types::{Cipher, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
 
 /// Reads every section; problems and warnings accumulate in `r`.
@@ -58,10 +60,19 @@ fn pki(r: &mut Reader<'_>) -> Pki {
         r.warn("pki.blacklist", "deprecated, use pki.blocklist");
         blocklist.extend(legacy);
     }
-    let blocklist = blocklist.into_iter().map(|f| f.to_ascii_lowercase()).collect();
+    let blocklist = blocklist
+        .into_iter()
+        .map(|f| f.to_ascii_lowercase())
+        .collect();
     r.get("pki.initiating_version"); // since v1.10.0; only v1 certificates exist in 1.6.1
     let disconnect_invalid = r.bool("pki.disconnect_invalid", false);
-    Pki { ca, cert, key, blocklist, disconnect_invalid }
+    Pki {
+        ca,
+        cert,
+        key,
+        blocklist,
+        disconnect_invalid,
+    }
 }
 
 fn static_map(r: &mut Reader<'_>) -> StaticMap {
@@ -70,7 +81,10 @@ fn static_map(r: &mut Reader<'_>) -> StaticMap {
         "ip6" => LookupNetwork::Ip6,
         "ip" => LookupNetwork::Ip,
         other => {
-            r.problem("static_map.network", format!("unknown network {other:?} (ip4, ip6 or ip)"));
+            r.problem(
+                "static_map.network",
+                format!("unknown network {other:?} (ip4, ip6 or ip)"),
+            );
             LookupNetwork::Ip4
         }
     };
@@ -85,7 +99,10 @@ fn static_map(r: &mut Reader<'_>) -> StaticMap {
 fn lighthouse(r: &mut Reader<'_>) -> Lighthouse {
     let interval = r.int("lighthouse.interval", d::LIGHTHOUSE_INTERVAL_SECS);
     let interval = if interval < 1 {
-        r.problem("lighthouse.interval", format!("{interval} is not a positive number of seconds"));
+        r.problem(
+            "lighthouse.interval",
+            format!("{interval} is not a positive number of seconds"),
+        );
         d::LIGHTHOUSE_INTERVAL_SECS
     } else {
         interval
@@ -96,7 +113,9 @@ fn lighthouse(r: &mut Reader<'_>) -> Lighthouse {
         .string_list("lighthouse.advertise_addrs")
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| parse_or_problem::<HostPort>(r, &format!("lighthouse.advertise_addrs[{i}]"), s))
+        .filter_map(|(i, s)| {
+            parse_or_problem::<HostPort>(r, &format!("lighthouse.advertise_addrs[{i}]"), s)
+        })
         .collect();
     Lighthouse {
         am_lighthouse: r.bool("lighthouse.am_lighthouse", false),
@@ -136,7 +155,10 @@ fn vpn_ip_list(r: &mut Reader<'_>, key: &str) -> Vec<Ipv4Addr> {
     for (i, s) in raw.iter().enumerate() {
         match s.parse::<IpAddr>() {
             Ok(IpAddr::V4(ip)) => out.push(ip),
-            _ => r.problem(&format!("{key}[{i}]"), format!("{s:?} is not an IPv4 VPN address")),
+            _ => r.problem(
+                &format!("{key}[{i}]"),
+                format!("{s:?} is not an IPv4 VPN address"),
+            ),
         }
     }
     out
@@ -149,11 +171,17 @@ fn listen(r: &mut Reader<'_>) -> Listen {
     let host = match bare.parse::<IpAddr>() {
         Ok(ip) => ip,
         Err(_) => {
-            r.problem("listen.host", format!("{host_text:?} is not an IP address (use 0.0.0.0 or \"[::]\")"));
+            r.problem(
+                "listen.host",
+                format!("{host_text:?} is not an IP address (use 0.0.0.0 or \"[::]\")"),
+            );
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         }
     };
-    let buffer = |r: &mut Reader<'_>, key: &str| r.int_in(key, d::LISTEN_BUFFER, i64::MIN, i64::from(u32::MAX)).max(0) as u32;
+    let buffer = |r: &mut Reader<'_>, key: &str| {
+        r.int_in(key, d::LISTEN_BUFFER, i64::MIN, i64::from(u32::MAX))
+            .max(0) as u32
+    };
     Listen {
         host,
         port: r.int_in("listen.port", d::LISTEN_PORT, 0, 65535) as u16,
@@ -168,7 +196,9 @@ fn listen(r: &mut Reader<'_>) -> Listen {
 
 /// `always|never|private`, else Nebula re-reads the value as a boolean (default true = always).
 fn recv_error_mode(r: &mut Reader<'_>, key: &str) -> SendRecvError {
-    let Some(text) = r.opt_string(key) else { return SendRecvError::Always };
+    let Some(text) = r.opt_string(key) else {
+        return SendRecvError::Always;
+    };
     match text.as_str() {
         "always" => SendRecvError::Always,
         "never" => SendRecvError::Never,
@@ -188,7 +218,10 @@ fn routines(r: &mut Reader<'_>) -> usize {
     let udp = r.int("listen.routines", d::ROUTINES);
     let n = tun.max(udp);
     if n != 1 {
-        r.warn("tun.routines", "tun.routines and listen.routines are deprecated, use routines");
+        r.warn(
+            "tun.routines",
+            "tun.routines and listen.routines are deprecated, use routines",
+        );
     }
     n.clamp(1, 1024) as usize
 }
@@ -198,7 +231,11 @@ fn routines(r: &mut Reader<'_>) -> usize {
 fn punchy(r: &mut Reader<'_>) -> Punchy {
     let nested = matches!(r.get("punchy"), Some(serde_yaml::Value::Mapping(_)));
     r.know("punchy.punch");
-    let punch = if nested { r.bool("punchy.punch", false) } else { r.bool("punchy", false) };
+    let punch = if nested {
+        r.bool("punchy.punch", false)
+    } else {
+        r.bool("punchy", false)
+    };
     let respond = if nested && r.get("punchy.respond").is_some() {
         r.bool("punchy.respond", false)
     } else {
@@ -207,8 +244,16 @@ fn punchy(r: &mut Reader<'_>) -> Punchy {
     Punchy {
         punch,
         respond,
-        delay: if nested { r.duration("punchy.delay", d::PUNCHY_DELAY) } else { d::PUNCHY_DELAY },
-        respond_delay: if nested { r.duration("punchy.respond_delay", d::PUNCHY_RESPOND_DELAY) } else { d::PUNCHY_RESPOND_DELAY },
+        delay: if nested {
+            r.duration("punchy.delay", d::PUNCHY_DELAY)
+        } else {
+            d::PUNCHY_DELAY
+        },
+        respond_delay: if nested {
+            r.duration("punchy.respond_delay", d::PUNCHY_RESPOND_DELAY)
+        } else {
+            d::PUNCHY_RESPOND_DELAY
+        },
         target_all_remotes: nested && r.bool("punchy.target_all_remotes", false),
     }
 }
@@ -219,7 +264,10 @@ fn cipher(r: &mut Reader<'_>) -> Cipher {
         "aes" => Cipher::Aes,
         "chachapoly" => Cipher::ChaChaPoly,
         other => {
-            r.problem("cipher", format!("unknown cipher {other:?} (aes or chachapoly)"));
+            r.problem(
+                "cipher",
+                format!("unknown cipher {other:?} (aes or chachapoly)"),
+            );
             Cipher::Aes
         }
     }
@@ -255,10 +303,19 @@ fn sshd(r: &mut Reader<'_>) -> Sshd {
     if enabled {
         check_ssh_listen(r, &listen);
         if host_key.is_none() {
-            r.problem("sshd.host_key", "must be provided when sshd.enabled is true");
+            r.problem(
+                "sshd.host_key",
+                "must be provided when sshd.enabled is true",
+            );
         }
     }
-    Sshd { enabled, listen, host_key, authorized_users, trusted_cas }
+    Sshd {
+        enabled,
+        listen,
+        host_key,
+        authorized_users,
+        trusted_cas,
+    }
 }
 
 fn check_ssh_listen(r: &mut Reader<'_>, listen: &str) {
@@ -286,14 +343,20 @@ fn ssh_users(r: &mut Reader<'_>) -> Vec<SshUser> {
                 for (i, k) in ks.iter().enumerate() {
                     match super::coerce::go_string(k) {
                         Some(k) => keys.push(k),
-                        None => r.warn(&format!("{key}.keys[{i}]"), format!("expected a key, found {}; ignored", describe(k))),
+                        None => r.warn(
+                            &format!("{key}.keys[{i}]"),
+                            format!("expected a key, found {}; ignored", describe(k)),
+                        ),
                     }
                 }
                 keys
             }
             other => {
                 let found = other.map(describe).unwrap_or_else(|| "nothing".into());
-                r.warn(&format!("{key}.keys"), format!("expected a key or a list of keys, found {found}; user ignored"));
+                r.warn(
+                    &format!("{key}.keys"),
+                    format!("expected a key or a list of keys, found {found}; user ignored"),
+                );
                 continue;
             }
         };
@@ -312,14 +375,21 @@ fn relay(r: &mut Reader<'_>) -> Relay {
     for (i, s) in r.string_list("relay.relays").iter().enumerate() {
         match s.parse::<Ipv4Addr>() {
             Ok(ip) => relays.push(ip),
-            Err(_) => r.warn(&format!("relay.relays[{i}]"), format!("{s:?} is not an IPv4 VPN address; ignored")),
+            Err(_) => r.warn(
+                &format!("relay.relays[{i}]"),
+                format!("{s:?} is not an IPv4 VPN address; ignored"),
+            ),
         }
     }
     if am_relay && !relays.is_empty() {
         r.warn("relay.relays", "ignored because relay.am_relay is true");
         relays.clear();
     }
-    Relay { relays, am_relay, use_relays: r.bool("relay.use_relays", d::USE_RELAYS) }
+    Relay {
+        relays,
+        am_relay,
+        use_relays: r.bool("relay.use_relays", d::USE_RELAYS),
+    }
 }
 
 /// `overlay/tun.go`, `overlay/route.go`.
@@ -342,15 +412,24 @@ fn tun(r: &mut Reader<'_>) -> Tun {
 fn logging(r: &mut Reader<'_>) -> Logging {
     let level_text = r.string("logging.level", d::LOG_LEVEL);
     let level = level_text.parse::<LogLevel>().unwrap_or_else(|()| {
-        let msg = format!("unknown level {level_text:?} (panic, fatal, error, warning, info, debug, trace)");
+        let msg = format!(
+            "unknown level {level_text:?} (panic, fatal, error, warning, info, debug, trace)"
+        );
         r.problem("logging.level", msg);
         LogLevel::Info
     });
-    let format = match r.string("logging.format", d::LOG_FORMAT).to_ascii_lowercase().as_str() {
+    let format = match r
+        .string("logging.format", d::LOG_FORMAT)
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => {
-            r.problem("logging.format", format!("unknown format {other:?} (text or json)"));
+            r.problem(
+                "logging.format",
+                format!("unknown format {other:?} (text or json)"),
+            );
             LogFormat::Text
         }
     };
@@ -388,20 +467,42 @@ fn stats(r: &mut Reader<'_>) -> Stats {
             subsystem: r.string("stats.subsystem", ""),
         },
         other => {
-            r.problem("stats.type", format!("not understood: {other:?} (graphite or prometheus)"));
+            r.problem(
+                "stats.type",
+                format!("not understood: {other:?} (graphite or prometheus)"),
+            );
             StatsBackend::Off
         }
     };
-    for key in ["stats.protocol", "stats.host", "stats.prefix", "stats.listen", "stats.path", "stats.namespace", "stats.subsystem"] {
+    for key in [
+        "stats.protocol",
+        "stats.host",
+        "stats.prefix",
+        "stats.listen",
+        "stats.path",
+        "stats.namespace",
+        "stats.subsystem",
+    ] {
         r.know(key);
     }
     if backend != StatsBackend::Off && interval.is_zero() {
-        let shown = if interval_set { "an invalid or zero duration" } else { "missing" };
-        r.problem("stats.interval", format!("{shown}; required when stats.type is set"));
+        let shown = if interval_set {
+            "an invalid or zero duration"
+        } else {
+            "missing"
+        };
+        r.problem(
+            "stats.interval",
+            format!("{shown}; required when stats.type is set"),
+        );
     }
     Stats {
         backend,
-        interval: if interval.is_zero() { d::STATS_INTERVAL } else { interval },
+        interval: if interval.is_zero() {
+            d::STATS_INTERVAL
+        } else {
+            interval
+        },
         message_metrics: r.bool("stats.message_metrics", false),
         lighthouse_metrics: r.bool("stats.lighthouse_metrics", false),
     }
@@ -411,15 +512,28 @@ fn handshakes(r: &mut Reader<'_>) -> Handshakes {
     Handshakes {
         try_interval: r.duration("handshakes.try_interval", d::HANDSHAKE_TRY_INTERVAL),
         retries: r.int_in("handshakes.retries", d::HANDSHAKE_RETRIES, 0, 10_000) as u32,
-        trigger_buffer: r.int_in("handshakes.trigger_buffer", d::HANDSHAKE_TRIGGER_BUFFER, 0, 1 << 20) as usize,
-        query_buffer: r.int_in("handshakes.query_buffer", d::HANDSHAKE_QUERY_BUFFER, 0, 1 << 20) as usize,
+        trigger_buffer: r.int_in(
+            "handshakes.trigger_buffer",
+            d::HANDSHAKE_TRIGGER_BUFFER,
+            0,
+            1 << 20,
+        ) as usize,
+        query_buffer: r.int_in(
+            "handshakes.query_buffer",
+            d::HANDSHAKE_QUERY_BUFFER,
+            0,
+            1 << 20,
+        ) as usize,
     }
 }
 
 /// `firewall.go`, `main.go` (routine cache).
 fn firewall(r: &mut Reader<'_>, routines: usize) -> Firewall {
     let cache_set = r.get("firewall.conntrack.routine_cache_timeout").is_some();
-    let mut cache = r.duration("firewall.conntrack.routine_cache_timeout", std::time::Duration::ZERO);
+    let mut cache = r.duration(
+        "firewall.conntrack.routine_cache_timeout",
+        std::time::Duration::ZERO,
+    );
     if routines > 1 && !cache_set {
         cache = d::CONNTRACK_ROUTINE_CACHE_MULTI;
     }
@@ -463,7 +577,10 @@ fn rule_list(r: &mut Reader<'_>, direction: Direction) -> Vec<Rule> {
 fn firewall_action(r: &mut Reader<'_>, key: &str) -> Action {
     let (action, warning) = Action::parse(r.get(key), key);
     if let Some(w) = warning {
-        let msg = w.strip_prefix(&format!("{key}: ")).unwrap_or(&w).to_string();
+        let msg = w
+            .strip_prefix(&format!("{key}: "))
+            .unwrap_or(&w)
+            .to_string();
         r.warn(key, msg);
     }
     action
@@ -474,8 +591,16 @@ fn timers(r: &mut Reader<'_>) -> Timers {
         std::time::Duration::from_secs(r.int_in(key, default, 1, 86_400) as u64)
     };
     Timers {
-        connection_alive_interval: secs(r, "timers.connection_alive_interval", d::CONNECTION_ALIVE_INTERVAL_SECS),
-        pending_deletion_interval: secs(r, "timers.pending_deletion_interval", d::PENDING_DELETION_INTERVAL_SECS),
+        connection_alive_interval: secs(
+            r,
+            "timers.connection_alive_interval",
+            d::CONNECTION_ALIVE_INTERVAL_SECS,
+        ),
+        pending_deletion_interval: secs(
+            r,
+            "timers.pending_deletion_interval",
+            d::PENDING_DELETION_INTERVAL_SECS,
+        ),
     }
 }
 

@@ -55,7 +55,10 @@ pub fn parse_go_duration(s: &str) -> Option<GoDuration> {
         _ => (false, s),
     };
     if rest == "0" {
-        return Some(GoDuration { negative, magnitude: Duration::ZERO });
+        return Some(GoDuration {
+            negative,
+            magnitude: Duration::ZERO,
+        });
     }
     if rest.is_empty() {
         return None;
@@ -71,12 +74,17 @@ pub fn parse_go_duration(s: &str) -> Option<GoDuration> {
         return None;
     }
     let magnitude = Duration::from_nanos(u64::try_from(total_ns).ok()?);
-    Some(GoDuration { negative, magnitude })
+    Some(GoDuration {
+        negative,
+        magnitude,
+    })
 }
 
 /// One `<decimal><unit>` term; returns its length in nanoseconds and the remaining text.
 fn parse_duration_term(s: &str) -> Option<(u128, &str)> {
-    let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let num_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, rest) = s.split_at(num_end);
     let (int_part, frac_part) = match num.split_once('.') {
         Some((i, f)) => (i, f),
@@ -85,7 +93,9 @@ fn parse_duration_term(s: &str) -> Option<(u128, &str)> {
     if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
         return None;
     }
-    let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+    let unit_end = rest
+        .find(|c: char| c.is_ascii_digit() || c == '.')
+        .unwrap_or(rest.len());
     let (unit, rest) = rest.split_at(unit_end);
     let unit_ns: u128 = match unit {
         "ns" => 1,
@@ -96,7 +106,11 @@ fn parse_duration_term(s: &str) -> Option<(u128, &str)> {
         "h" => 3_600_000_000_000,
         _ => return None,
     };
-    let int_val: u128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+    let int_val: u128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().ok()?
+    };
     let mut nanos = int_val.checked_mul(unit_ns)?;
     // Fractions: keep up to 18 digits, enough for nanosecond precision on every unit.
     let frac: String = frac_part.chars().take(18).collect();
@@ -142,7 +156,9 @@ mod tests {
     use super::*;
 
     fn dur(s: &str) -> Option<Duration> {
-        parse_go_duration(s).filter(|d| !d.negative).map(|d| d.magnitude)
+        parse_go_duration(s)
+            .filter(|d| !d.negative)
+            .map(|d| d.magnitude)
     }
 
     #[test]
@@ -162,7 +178,19 @@ mod tests {
 
     #[test]
     fn go_durations_rejected() {
-        for bad in ["", "5", "60", "1d", "m", "1.2.3s", "s1", "1 s", "-", "1h 30m", "9999999999h"] {
+        for bad in [
+            "",
+            "5",
+            "60",
+            "1d",
+            "m",
+            "1.2.3s",
+            "s1",
+            "1 s",
+            "-",
+            "1h 30m",
+            "9999999999h",
+        ] {
             assert_eq!(parse_go_duration(bad), None, "{bad:?}");
         }
     }
@@ -194,7 +222,15 @@ mod tests {
         assert_eq!(parse_go_int("4242"), Some(4242));
         assert_eq!(parse_go_int("+7"), Some(7));
         assert_eq!(parse_go_int("-7"), Some(-7));
-        for bad in ["", "1.5", "0x10", "4242 ", "1e3", "+", "99999999999999999999"] {
+        for bad in [
+            "",
+            "1.5",
+            "0x10",
+            "4242 ",
+            "1e3",
+            "+",
+            "99999999999999999999",
+        ] {
             assert_eq!(parse_go_int(bad), None, "{bad}");
         }
     }

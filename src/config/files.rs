@@ -17,7 +17,9 @@ pub fn read_sources(path: &Path) -> Result<Vec<Source>, ConfigError> {
     let mut files = Vec::new();
     collect(path, true, &mut files)?;
     if files.is_empty() {
-        return Err(ConfigError::NoFiles { path: path.display().to_string() });
+        return Err(ConfigError::NoFiles {
+            path: path.display().to_string(),
+        });
     }
     // Nebula sorts the absolute paths of every file found, across directories.
     files.sort();
@@ -38,7 +40,10 @@ fn collect(path: &Path, direct: bool, out: &mut Vec<PathBuf>) -> Result<(), Conf
         Err(_) => return Ok(()),
     };
     if !meta.is_dir() {
-        let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"));
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        );
         if direct || yaml {
             out.push(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         }
@@ -56,5 +61,8 @@ fn collect(path: &Path, direct: bool, out: &mut Vec<PathBuf>) -> Result<(), Conf
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> ConfigError {
-    ConfigError::Io { path: path.display().to_string(), message: e.to_string() }
+    ConfigError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }

@@ -41,7 +41,12 @@ pub struct Loaded {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     #[error("{source_name}:{line}:{column}: YAML syntax error: {message}")]
-    Yaml { source_name: String, line: usize, column: usize, message: String },
+    Yaml {
+        source_name: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{source_name}: the top level must be a map of keys")]
     NotAMap { source_name: String },
     #[error("no config files found at {path}")]
@@ -52,7 +57,11 @@ pub enum ConfigError {
     /// values, so callers such as `-test` can still run the certificate checks and report
     /// everything at once; it must never be used to start a node.
     #[error("{}", render_problems(.problems))]
-    Invalid { problems: Vec<Problem>, warnings: Vec<Warning>, partial: Box<Config> },
+    Invalid {
+        problems: Vec<Problem>,
+        warnings: Vec<Warning>,
+        partial: Box<Config>,
+    },
 }
 
 fn render_problems(problems: &[Problem]) -> String {
@@ -72,10 +81,21 @@ pub fn from_sources(sources: &[Source]) -> Result<Loaded, ConfigError> {
     r.warnings.extend(duplicates);
     let config = build::build(&mut r);
     checks::check_config(&mut r, &config);
-    let reader::Reader { warnings, problems, .. } = r;
+    let reader::Reader {
+        warnings, problems, ..
+    } = r;
     if !problems.is_empty() {
-        return Err(ConfigError::Invalid { problems, warnings, partial: Box::new(config) });
+        return Err(ConfigError::Invalid {
+            problems,
+            warnings,
+            partial: Box::new(config),
+        });
     }
     let sources = sources.iter().map(|s| s.name.clone()).collect();
-    Ok(Loaded { config, warnings, tree, sources })
+    Ok(Loaded {
+        config,
+        warnings,
+        tree,
+        sources,
+    })
 }

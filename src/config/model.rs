@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 use crate::firewall::{Action, Rule};
 
 use super::types::{Cipher, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
@@ -280,8 +279,17 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatsBackend {
     Off,
-    Graphite { protocol: String, host: String, prefix: String },
-    Prometheus { listen: String, path: String, namespace: String, subsystem: String },
+    Graphite {
+        protocol: String,
+        host: String,
+        prefix: String,
+    },
+    Prometheus {
+        listen: String,
+        path: String,
+        namespace: String,
+        subsystem: String,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::coerce::{format_go_duration, go_string, parse_go_bool, parse_go_duration, parse_go_int};
+use super::coerce::{
+    format_go_duration, go_string, parse_go_bool, parse_go_duration, parse_go_int,
+};
 
 /// Something worth telling the operator that does not stop start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,11 +66,17 @@ impl<'a> Reader<'a> {
     }
 
     pub fn warn(&mut self, key: &str, message: impl Into<String>) {
-        self.warnings.push(Warning { key: key.to_string(), message: message.into() });
+        self.warnings.push(Warning {
+            key: key.to_string(),
+            message: message.into(),
+        });
     }
 
     pub fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem { key: key.to_string(), message: message.into() });
+        self.problems.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
     }
 
     /// Marks `path` as a known key without reading it.
@@ -121,7 +129,10 @@ impl<'a> Reader<'a> {
         if path.is_empty() || !self.warned_shape.insert(path.to_string()) {
             return;
         }
-        let msg = format!("expected a map, found {}; every key below it uses its default", describe(found));
+        let msg = format!(
+            "expected a map, found {}; every key below it uses its default",
+            describe(found)
+        );
         self.warn(path, msg);
     }
 
@@ -146,7 +157,9 @@ impl<'a> Reader<'a> {
 
     /// `GetBool`, with a warning when Nebula would silently use the default.
     pub fn bool(&mut self, path: &str, default: bool) -> bool {
-        let Some(v) = self.get(path) else { return default };
+        let Some(v) = self.get(path) else {
+            return default;
+        };
         match go_string(v).as_deref().and_then(parse_go_bool) {
             Some(b) => b,
             None => {
@@ -158,7 +171,9 @@ impl<'a> Reader<'a> {
 
     /// `GetInt`, with a warning when Nebula would silently use the default.
     pub fn int(&mut self, path: &str, default: i64) -> i64 {
-        let Some(v) = self.get(path) else { return default };
+        let Some(v) = self.get(path) else {
+            return default;
+        };
         match go_string(v).as_deref().and_then(parse_go_int) {
             Some(n) => n,
             None => {
@@ -181,7 +196,9 @@ impl<'a> Reader<'a> {
 
     /// `GetDuration`: Go syntax with units; a bare number or junk falls back with a warning.
     pub fn duration(&mut self, path: &str, default: Duration) -> Duration {
-        let Some(v) = self.get(path) else { return default };
+        let Some(v) = self.get(path) else {
+            return default;
+        };
         match go_string(v).as_deref().and_then(parse_go_duration) {
             Some(d) if !d.negative => d.magnitude,
             Some(_) => {
@@ -195,7 +212,12 @@ impl<'a> Reader<'a> {
             }
             None => {
                 let shown = format_go_duration(default);
-                self.fallback(path, v, &shown, "a duration with a unit such as 10s, 100ms, 1h30m");
+                self.fallback(
+                    path,
+                    v,
+                    &shown,
+                    "a duration with a unit such as 10s, 100ms, 1h30m",
+                );
                 default
             }
         }
@@ -203,7 +225,9 @@ impl<'a> Reader<'a> {
 
     /// `GetStringSlice`: a list of scalars; anything else falls back to the default (empty).
     pub fn string_list(&mut self, path: &str) -> Vec<String> {
-        let Some(v) = self.get(path) else { return Vec::new() };
+        let Some(v) = self.get(path) else {
+            return Vec::new();
+        };
         let Value::Sequence(items) = v else {
             self.fallback(path, v, "[]", "a list");
             return Vec::new();
@@ -212,7 +236,10 @@ impl<'a> Reader<'a> {
         for (i, item) in items.iter().enumerate() {
             match go_string(item) {
                 Some(s) => out.push(s),
-                None => self.warn(&format!("{path}[{i}]"), format!("expected a string, found {}; ignored", describe(item))),
+                None => self.warn(
+                    &format!("{path}[{i}]"),
+                    format!("expected a string, found {}; ignored", describe(item)),
+                ),
             }
         }
         out
@@ -220,7 +247,9 @@ impl<'a> Reader<'a> {
 
     /// A list of maps (routes, authorized users); a non-list is a problem.
     pub fn map_list(&mut self, path: &str) -> Vec<(String, &'a Mapping)> {
-        let Some(v) = self.get(path) else { return Vec::new() };
+        let Some(v) = self.get(path) else {
+            return Vec::new();
+        };
         let Value::Sequence(items) = v else {
             self.problem(path, format!("expected a list, found {}", describe(v)));
             return Vec::new();
@@ -237,7 +266,10 @@ impl<'a> Reader<'a> {
     }
 
     fn fallback(&mut self, path: &str, v: &Value, default: &str, wanted: &str) {
-        let msg = format!("invalid value {} (expected {wanted}), using the default {default}", show(v));
+        let msg = format!(
+            "invalid value {} (expected {wanted}), using the default {default}",
+            show(v)
+        );
         self.warn(path, msg);
     }
 
@@ -257,7 +289,9 @@ impl<'a> Reader<'a> {
 }
 
 fn lookup<'v>(map: &'v Mapping, key: &str) -> Option<&'v Value> {
-    map.iter().find(|(k, _)| go_string(k).as_deref() == Some(key)).map(|(_, v)| v)
+    map.iter()
+        .find(|(k, _)| go_string(k).as_deref() == Some(key))
+        .map(|(_, v)| v)
 }
 
 /// A short description of a value's kind for messages.
@@ -351,11 +385,13 @@ fn suggest(norm: &str, known: &BTreeSet<String>) -> Option<String> {
         Some((p, l)) => (Some(p), l),
         None => (None, norm),
     };
-    let siblings = known.iter().filter_map(|k| match (parent, k.rsplit_once('.')) {
-        (Some(p), Some((kp, kl))) if kp == p => Some(kl),
-        (None, None) => Some(k.as_str()),
-        _ => None,
-    });
+    let siblings = known
+        .iter()
+        .filter_map(|k| match (parent, k.rsplit_once('.')) {
+            (Some(p), Some((kp, kl))) if kp == p => Some(kl),
+            (None, None) => Some(k.as_str()),
+            _ => None,
+        });
     let (best, dist) = siblings
         .filter(|s| !s.ends_with("[]") || s.len() > 2)
         .map(|s| (s, edit_distance(leaf, s)))
@@ -393,7 +429,10 @@ mod tests {
         let mut r = Reader::new(&v);
         assert_eq!(r.int("a.b", 0), 42);
         assert!(r.bool("a.c", false));
-        assert_eq!(r.duration("a.d", Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(
+            r.duration("a.d", Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
         assert_eq!(r.duration("a.e", Duration::ZERO), Duration::from_secs(5400));
         assert_eq!(r.string("a.f", "x"), "x");
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
@@ -414,9 +453,21 @@ mod tests {
         r.know("tun.routes[].route");
         r.report_unknown();
         let w: Vec<String> = r.warnings.iter().map(|w| w.to_string()).collect();
-        assert!(w.iter().any(|w| w.starts_with("lighthouse.intervall:") && w.contains("`interval`")), "{w:?}");
-        assert!(w.iter().any(|w| w.starts_with("listen.zzzzzz:") && !w.contains("did you mean")), "{w:?}");
-        assert!(w.iter().any(|w| w.starts_with("tun.routes[0].rout:") && w.contains("`route`")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("lighthouse.intervall:") && w.contains("`interval`")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("listen.zzzzzz:") && !w.contains("did you mean")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("tun.routes[0].rout:") && w.contains("`route`")),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -9,15 +9,25 @@ use serde_yaml::{Mapping, Value};
 use super::build::parse_or_problem;
 use super::coerce::{go_string, parse_go_bool, parse_go_int};
 use super::model::defaults as d;
-use super::model::{AllowList, CalculatedRemote, LocalAllowList, StaticHost, TunRoute, UnsafeRoute};
+use super::model::{
+    AllowList, CalculatedRemote, LocalAllowList, StaticHost, TunRoute, UnsafeRoute,
+};
 use super::reader::{describe, Reader};
 use super::types::{HostPort, IpNet};
 
 /// `static_host_map`: VPN IP → one address or a list of them.
 pub fn static_host_map(r: &mut Reader<'_>) -> Vec<StaticHost> {
-    let Some(v) = r.opaque("static_host_map") else { return Vec::new() };
+    let Some(v) = r.opaque("static_host_map") else {
+        return Vec::new();
+    };
     let Value::Mapping(m) = v else {
-        r.problem("static_host_map", format!("expected a map of VPN IP to addresses, found {}", describe(v)));
+        r.problem(
+            "static_host_map",
+            format!(
+                "expected a map of VPN IP to addresses, found {}",
+                describe(v)
+            ),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -32,7 +42,11 @@ pub fn static_host_map(r: &mut Reader<'_>) -> Vec<StaticHost> {
             }
         };
         let raw: Vec<(String, &Value)> = match v {
-            Value::Sequence(items) => items.iter().enumerate().map(|(i, x)| (format!("{key}[{i}]"), x)).collect(),
+            Value::Sequence(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (format!("{key}[{i}]"), x))
+                .collect(),
             Value::Null => Vec::new(),
             other => vec![(key.clone(), other)],
         };
@@ -40,7 +54,10 @@ pub fn static_host_map(r: &mut Reader<'_>) -> Vec<StaticHost> {
         for (item_key, item) in raw {
             match go_string(item) {
                 Some(s) => addrs.extend(parse_or_problem::<HostPort>(r, &item_key, &s)),
-                None => r.problem(&item_key, format!("expected \"ip:port\", found {}", describe(item))),
+                None => r.problem(
+                    &item_key,
+                    format!("expected \"ip:port\", found {}", describe(item)),
+                ),
             }
         }
         out.push(StaticHost { vpn_ip, addrs });
@@ -48,7 +65,11 @@ pub fn static_host_map(r: &mut Reader<'_>) -> Vec<StaticHost> {
     out
 }
 
-type AllowLists = (Option<AllowList>, Vec<(IpNet, AllowList)>, Option<LocalAllowList>);
+type AllowLists = (
+    Option<AllowList>,
+    Vec<(IpNet, AllowList)>,
+    Option<LocalAllowList>,
+);
 
 /// `lighthouse.remote_allow_list`, `remote_allow_ranges`, `local_allow_list`.
 pub fn allow_lists(r: &mut Reader<'_>) -> AllowLists {
@@ -69,7 +90,10 @@ pub fn allow_lists(r: &mut Reader<'_>) -> AllowLists {
                 }
             }
         }
-        Some(other) => r.problem("lighthouse.remote_allow_ranges", format!("expected a map, found {}", describe(other))),
+        Some(other) => r.problem(
+            "lighthouse.remote_allow_ranges",
+            format!("expected a map, found {}", describe(other)),
+        ),
     }
     let local = r
         .opaque("lighthouse.local_allow_list")
@@ -79,9 +103,20 @@ pub fn allow_lists(r: &mut Reader<'_>) -> AllowLists {
 }
 
 /// One CIDR → bool map (plus `interfaces` when `local`); `None` after recording a problem.
-fn allow_list(r: &mut Reader<'_>, key: &str, v: &Value, local: bool) -> Option<(AllowList, Vec<(regex::Regex, bool)>)> {
+fn allow_list(
+    r: &mut Reader<'_>,
+    key: &str,
+    v: &Value,
+    local: bool,
+) -> Option<(AllowList, Vec<(regex::Regex, bool)>)> {
     let Value::Mapping(m) = v else {
-        r.problem(key, format!("expected a map of CIDR to true/false, found {}", describe(v)));
+        r.problem(
+            key,
+            format!(
+                "expected a map of CIDR to true/false, found {}",
+                describe(v)
+            ),
+        );
         return None;
     };
     let mut rules = Vec::new();
@@ -99,7 +134,10 @@ fn allow_list(r: &mut Reader<'_>, key: &str, v: &Value, local: bool) -> Option<(
         match (net, allow) {
             (Some(net), Some(allow)) => rules.push((net, allow)),
             (_, None) => {
-                r.problem(&entry, format!("expected true or false, found {}", describe(v)));
+                r.problem(
+                    &entry,
+                    format!("expected true or false, found {}", describe(v)),
+                );
                 ok = false;
             }
             (None, _) => ok = false,
@@ -112,7 +150,12 @@ fn allow_list(r: &mut Reader<'_>, key: &str, v: &Value, local: bool) -> Option<(
 
 /// If every rule of a family agrees, the family's /0 gets the opposite value; mixed values need
 /// an explicit /0 (§5.5).
-fn add_implicit_default(r: &mut Reader<'_>, key: &str, rules: &mut Vec<(IpNet, bool)>, v4: bool) -> bool {
+fn add_implicit_default(
+    r: &mut Reader<'_>,
+    key: &str,
+    rules: &mut Vec<(IpNet, bool)>,
+    v4: bool,
+) -> bool {
     let family: Vec<&(IpNet, bool)> = rules.iter().filter(|(n, _)| n.is_ipv4() == v4).collect();
     if family.iter().any(|(n, _)| n.prefix() == 0) {
         return true;
@@ -120,7 +163,10 @@ fn add_implicit_default(r: &mut Reader<'_>, key: &str, rules: &mut Vec<(IpNet, b
     let zero = if v4 { "0.0.0.0/0" } else { "::/0" };
     let first = family.first().map(|(_, a)| *a).unwrap_or(false);
     if family.iter().any(|(_, a)| *a != first) {
-        r.problem(key, format!("contains both true and false rules, but no default set for {zero}"));
+        r.problem(
+            key,
+            format!("contains both true and false rules, but no default set for {zero}"),
+        );
         return false;
     }
     let any: IpNet = if v4 {
@@ -134,9 +180,20 @@ fn add_implicit_default(r: &mut Reader<'_>, key: &str, rules: &mut Vec<(IpNet, b
 }
 
 /// `local_allow_list.interfaces`: regex (whole name) → bool, all values identical.
-fn interface_rules(r: &mut Reader<'_>, key: &str, v: &Value, out: &mut Vec<(regex::Regex, bool)>) -> bool {
+fn interface_rules(
+    r: &mut Reader<'_>,
+    key: &str,
+    v: &Value,
+    out: &mut Vec<(regex::Regex, bool)>,
+) -> bool {
     let Value::Mapping(m) = v else {
-        r.problem(key, format!("expected a map of interface name regex to true/false, found {}", describe(v)));
+        r.problem(
+            key,
+            format!(
+                "expected a map of interface name regex to true/false, found {}",
+                describe(v)
+            ),
+        );
         return false;
     };
     let mut ok = true;
@@ -144,7 +201,10 @@ fn interface_rules(r: &mut Reader<'_>, key: &str, v: &Value, out: &mut Vec<(rege
         let name = go_string(k).unwrap_or_else(|| describe(k));
         let entry = format!("{key}.{name}");
         let Some(allow) = yaml_bool(v) else {
-            r.problem(&entry, format!("expected true or false, found {}", describe(v)));
+            r.problem(
+                &entry,
+                format!("expected true or false, found {}", describe(v)),
+            );
             ok = false;
             continue;
         };
@@ -167,7 +227,9 @@ fn interface_rules(r: &mut Reader<'_>, key: &str, v: &Value, out: &mut Vec<(rege
 fn yaml_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
-        Value::String(s) if !matches!(s.as_str(), "1" | "0" | "t" | "f" | "T" | "F") => parse_go_bool(s),
+        Value::String(s) if !matches!(s.as_str(), "1" | "0" | "t" | "f" | "T" | "F") => {
+            parse_go_bool(s)
+        }
         _ => None,
     }
 }
@@ -176,9 +238,17 @@ fn yaml_bool(v: &Value) -> Option<bool> {
 /// ignores the key, so every mistake here is a warning and the entry is dropped.
 pub fn calculated_remotes(r: &mut Reader<'_>) -> Vec<(IpNet, Vec<CalculatedRemote>)> {
     let key = "lighthouse.calculated_remotes";
-    let Some(v) = r.opaque(key) else { return Vec::new() };
+    let Some(v) = r.opaque(key) else {
+        return Vec::new();
+    };
     let Value::Mapping(m) = v else {
-        r.warn(key, format!("expected a map of VPN CIDR to a list of {{mask, port}}, found {}; ignored", describe(v)));
+        r.warn(
+            key,
+            format!(
+                "expected a map of VPN CIDR to a list of {{mask, port}}, found {}; ignored",
+                describe(v)
+            ),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -190,7 +260,13 @@ pub fn calculated_remotes(r: &mut Reader<'_>) -> Vec<(IpNet, Vec<CalculatedRemot
             continue;
         };
         let Value::Sequence(items) = v else {
-            r.warn(&entry, format!("expected a list of {{mask, port}}, found {}; ignored", describe(v)));
+            r.warn(
+                &entry,
+                format!(
+                    "expected a list of {{mask, port}}, found {}; ignored",
+                    describe(v)
+                ),
+            );
             continue;
         };
         let mut remotes = Vec::new();
@@ -207,13 +283,26 @@ pub fn calculated_remotes(r: &mut Reader<'_>) -> Vec<(IpNet, Vec<CalculatedRemot
 }
 
 fn calculated_remote(v: &Value) -> Result<CalculatedRemote, String> {
-    let Value::Mapping(m) = v else { return Err(format!("expected a map with mask and port, found {}", describe(v))) };
-    if let Some(extra) = m.keys().filter_map(go_string).find(|k| k != "mask" && k != "port") {
+    let Value::Mapping(m) = v else {
+        return Err(format!(
+            "expected a map with mask and port, found {}",
+            describe(v)
+        ));
+    };
+    if let Some(extra) = m
+        .keys()
+        .filter_map(go_string)
+        .find(|k| k != "mask" && k != "port")
+    {
         return Err(format!("unknown key {extra:?} (mask, port)"));
     }
     let mask = m.get("mask").and_then(go_string).ok_or("mask is missing")?;
     let mask = mask.parse::<IpNet>().map_err(|e| format!("mask: {e}"))?;
-    let port = m.get("port").and_then(go_string).and_then(|p| parse_go_int(&p)).ok_or("port is missing or not a number")?;
+    let port = m
+        .get("port")
+        .and_then(go_string)
+        .and_then(|p| parse_go_int(&p))
+        .ok_or("port is missing or not a number")?;
     let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
     Ok(CalculatedRemote { mask, port })
 }
@@ -226,7 +315,10 @@ pub fn tun_routes(r: &mut Reader<'_>) -> Vec<TunRoute> {
     for (key, m) in r.map_list("tun.routes") {
         let mtu = match route_int(r, &key, m, "mtu") {
             Some(Some(mtu)) if mtu < d::MIN_ROUTE_MTU => {
-                r.problem(&format!("{key}.mtu"), format!("{mtu} is below {}", d::MIN_ROUTE_MTU));
+                r.problem(
+                    &format!("{key}.mtu"),
+                    format!("{mtu} is below {}", d::MIN_ROUTE_MTU),
+                );
                 None
             }
             Some(Some(mtu)) => Some(mtu as usize),
@@ -254,7 +346,10 @@ pub fn unsafe_routes(r: &mut Reader<'_>) -> Vec<UnsafeRoute> {
         let mtu = match route_int(r, &key, m, "mtu") {
             Some(Some(0)) | Some(None) => Some(None),
             Some(Some(mtu)) if mtu < d::MIN_ROUTE_MTU => {
-                r.problem(&format!("{key}.mtu"), format!("{mtu} is below {}", d::MIN_ROUTE_MTU));
+                r.problem(
+                    &format!("{key}.mtu"),
+                    format!("{mtu} is below {}", d::MIN_ROUTE_MTU),
+                );
                 None
             }
             Some(Some(mtu)) => Some(Some(mtu as usize)),
@@ -262,7 +357,10 @@ pub fn unsafe_routes(r: &mut Reader<'_>) -> Vec<UnsafeRoute> {
         };
         let metric = match route_int(r, &key, m, "metric") {
             Some(Some(n)) if !(0..=i64::from(i32::MAX)).contains(&n) => {
-                r.problem(&format!("{key}.metric"), format!("{n} is not in range (0-{})", i32::MAX));
+                r.problem(
+                    &format!("{key}.metric"),
+                    format!("{n} is not in range (0-{})", i32::MAX),
+                );
                 None
             }
             Some(n) => Some(n.unwrap_or(0) as u32),
@@ -272,13 +370,25 @@ pub fn unsafe_routes(r: &mut Reader<'_>) -> Vec<UnsafeRoute> {
         let route = route_cidr(r, &key, m);
         let install = match m.get("install") {
             None | Some(Value::Null) => true,
-            Some(v) => go_string(v).as_deref().and_then(parse_go_bool).unwrap_or_else(|| {
-                r.warn(&format!("{key}.install"), format!("invalid value {}, using the default true", describe(v)));
-                true
-            }),
+            Some(v) => go_string(v)
+                .as_deref()
+                .and_then(parse_go_bool)
+                .unwrap_or_else(|| {
+                    r.warn(
+                        &format!("{key}.install"),
+                        format!("invalid value {}, using the default true", describe(v)),
+                    );
+                    true
+                }),
         };
         if let (Some(mtu), Some(metric), Some(via), Some(route)) = (mtu, metric, via, route) {
-            out.push(UnsafeRoute { route, via, mtu, metric, install });
+            out.push(UnsafeRoute {
+                route,
+                via,
+                mtu,
+                metric,
+                install,
+            });
         }
     }
     out
@@ -297,7 +407,10 @@ fn route_int(r: &mut Reader<'_>, key: &str, m: &Mapping, field: &str) -> Option<
     match n {
         Some(n) => Some(Some(n)),
         None => {
-            r.problem(&format!("{key}.{field}"), format!("is not an integer: {}", describe(v)));
+            r.problem(
+                &format!("{key}.{field}"),
+                format!("is not an integer: {}", describe(v)),
+            );
             None
         }
     }
@@ -329,7 +442,10 @@ fn route_via(r: &mut Reader<'_>, key: &str, m: &Mapping) -> Option<Ipv4Addr> {
             }
         },
         Some(other) => {
-            r.problem(&field, format!("is not a string: found {}", describe(other)));
+            r.problem(
+                &field,
+                format!("is not a string: found {}", describe(other)),
+            );
             None
         }
     }
@@ -348,7 +464,8 @@ mod tests {
 
     #[test]
     fn allow_list_implicit_defaults() {
-        let ((remote, _, _), problems) = lists("lighthouse: {remote_allow_list: {'172.16.0.0/12': false}}");
+        let ((remote, _, _), problems) =
+            lists("lighthouse: {remote_allow_list: {'172.16.0.0/12': false}}");
         assert!(problems.is_empty(), "{problems:?}");
         let l = remote.unwrap();
         assert!(!l.allows("172.16.5.5".parse().unwrap()));
@@ -358,9 +475,13 @@ mod tests {
 
     #[test]
     fn allow_list_mixed_values_need_explicit_default() {
-        let (_, problems) = lists("lighthouse: {remote_allow_list: {'10.0.0.0/8': false, '10.42.42.0/24': true}}");
+        let (_, problems) =
+            lists("lighthouse: {remote_allow_list: {'10.0.0.0/8': false, '10.42.42.0/24': true}}");
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("lighthouse.remote_allow_list:") && problems[0].contains("0.0.0.0/0"));
+        assert!(
+            problems[0].starts_with("lighthouse.remote_allow_list:")
+                && problems[0].contains("0.0.0.0/0")
+        );
         let ((remote, _, _), problems) =
             lists("lighthouse: {remote_allow_list: {'0.0.0.0/0': true, '10.0.0.0/8': false, '10.42.42.0/24': true}}");
         assert!(problems.is_empty());
@@ -375,16 +496,31 @@ mod tests {
             lists("lighthouse: {local_allow_list: {interfaces: {tun0: false, 'docker.*': false}, '10.0.0.0/8': true}}");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(local.unwrap().interfaces.len(), 2);
-        let (_, problems) = lists("lighthouse: {local_allow_list: {interfaces: {tun0: false, eth0: true}}}");
+        let (_, problems) =
+            lists("lighthouse: {local_allow_list: {interfaces: {tun0: false, eth0: true}}}");
         assert!(problems[0].contains("same true/false"), "{problems:?}");
         let (_, problems) = lists("lighthouse: {local_allow_list: {interfaces: {'(': false}}}");
-        assert!(problems[0].starts_with("lighthouse.local_allow_list.interfaces.("), "{problems:?}");
+        assert!(
+            problems[0].starts_with("lighthouse.local_allow_list.interfaces.("),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn bad_allow_list_entries_name_the_entry() {
-        let (_, problems) = lists("lighthouse: {remote_allow_list: {'10.0.0.0/8': maybe, 'nope': true}}");
-        assert!(problems.iter().any(|p| p.starts_with("lighthouse.remote_allow_list.10.0.0.0/8:")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("lighthouse.remote_allow_list.nope:")), "{problems:?}");
+        let (_, problems) =
+            lists("lighthouse: {remote_allow_list: {'10.0.0.0/8': maybe, 'nope': true}}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("lighthouse.remote_allow_list.10.0.0.0/8:")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("lighthouse.remote_allow_list.nope:")),
+            "{problems:?}"
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use std::cell::RefCell;
 
-use serde::de::{DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 use serde_yaml::value::{Tag, TaggedValue};
 use serde_yaml::{Mapping, Value};
 
@@ -20,7 +22,10 @@ pub struct Source {
 
 impl Source {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Source {
-        Source { name: name.into(), text: text.into() }
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 }
 
@@ -30,14 +35,22 @@ impl Source {
 pub fn parse_source(src: &Source) -> Result<(Value, Vec<Warning>), ConfigError> {
     let dups = RefCell::new(Vec::new());
     let de = serde_yaml::Deserializer::from_str(&src.text);
-    let seed = LenientSeed { path: String::new(), dups: &dups };
-    let mut value = seed.deserialize(de).map_err(|e| yaml_error(&src.name, &e))?;
+    let seed = LenientSeed {
+        path: String::new(),
+        dups: &dups,
+    };
+    let mut value = seed
+        .deserialize(de)
+        .map_err(|e| yaml_error(&src.name, &e))?;
     let warnings = dups
         .into_inner()
         .into_iter()
         .map(|key| Warning {
             key,
-            message: format!("defined more than once in {}; only the last one is used", src.name),
+            message: format!(
+                "defined more than once in {}; only the last one is used",
+                src.name
+            ),
         })
         .collect();
     // yaml.v2 applies `<<` merge keys while decoding; serde_yaml leaves them for us to apply.
@@ -46,7 +59,9 @@ pub fn parse_source(src: &Source) -> Result<(Value, Vec<Warning>), ConfigError> 
         Value::Null => Ok((Value::Mapping(Mapping::new()), warnings)),
         Value::Mapping(_) => Ok((value, warnings)),
         Value::Tagged(t) if matches!(t.value, Value::Mapping(_)) => Ok((t.value, warnings)),
-        _ => Err(ConfigError::NotAMap { source_name: src.name.clone() }),
+        _ => Err(ConfigError::NotAMap {
+            source_name: src.name.clone(),
+        }),
     }
 }
 
@@ -59,7 +74,10 @@ struct LenientSeed<'a> {
 
 impl<'a> LenientSeed<'a> {
     fn child(&self, path: String) -> LenientSeed<'a> {
-        LenientSeed { path, dups: self.dups }
+        LenientSeed {
+            path,
+            dups: self.dups,
+        }
     }
 }
 
@@ -107,7 +125,9 @@ impl<'de> Visitor<'de> for LenientSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(v) = seq.next_element_seed(self.child(format!("{}[{}]", self.path, items.len())))? {
+        while let Some(v) =
+            seq.next_element_seed(self.child(format!("{}[{}]", self.path, items.len())))?
+        {
             items.push(v);
         }
         Ok(Value::Sequence(items))
@@ -117,7 +137,11 @@ impl<'de> Visitor<'de> for LenientSeed<'_> {
         let mut m = Mapping::new();
         while let Some(k) = map.next_key_seed(self.child(self.path.clone()))? {
             let name = super::coerce::go_string(&k).unwrap_or_default();
-            let path = if self.path.is_empty() { name } else { format!("{}.{name}", self.path) };
+            let path = if self.path.is_empty() {
+                name
+            } else {
+                format!("{}.{name}", self.path)
+            };
             let v = map.next_value_seed(self.child(path.clone()))?;
             if m.insert(k, v).is_some() {
                 self.dups.borrow_mut().push(path);
@@ -130,13 +154,24 @@ impl<'de> Visitor<'de> for LenientSeed<'_> {
         // serde_yaml hands non-core tags (`!foo value`) over as enums: keep the tag.
         let (tag, variant): (String, _) = data.variant()?;
         let value = variant.newtype_variant_seed(self.child(self.path.clone()))?;
-        Ok(Value::Tagged(Box::new(TaggedValue { tag: Tag::new(tag), value })))
+        Ok(Value::Tagged(Box::new(TaggedValue {
+            tag: Tag::new(tag),
+            value,
+        })))
     }
 }
 
 fn yaml_error(name: &str, e: &serde_yaml::Error) -> ConfigError {
-    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    ConfigError::Yaml { source_name: name.to_string(), line, column, message: e.to_string() }
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    ConfigError::Yaml {
+        source_name: name.to_string(),
+        line,
+        column,
+        message: e.to_string(),
+    }
 }
 
 /// Parses and merges sources in the order given; returns the tree and the duplicate-key warnings.
@@ -180,15 +215,19 @@ mod tests {
         let a = Source::new("a.yml", "x: {p: 1, q: 2}\nl: [1]\nk: keep");
         let b = Source::new("b.yml", "x: {q: 3, r: 4}\nl: [2]\nk:");
         let (v, _) = merge_sources(&[a, b]).unwrap();
-        let want: Value = serde_yaml::from_str("x: {p: 1, q: 3, r: 4}\nl: [1, 2]\nk: keep").unwrap();
+        let want: Value =
+            serde_yaml::from_str("x: {p: 1, q: 3, r: 4}\nl: [1, 2]\nk: keep").unwrap();
         assert_eq!(v, want);
     }
 
     #[test]
     fn syntax_errors_name_source_line_column() {
-        let err = merge_sources(&[Source::new("/etc/meshd/bad.yml", "a: 1\nb: [1, 2\nc: 3\n")]).unwrap_err();
+        let err = merge_sources(&[Source::new("/etc/meshd/bad.yml", "a: 1\nb: [1, 2\nc: 3\n")])
+            .unwrap_err();
         match err {
-            ConfigError::Yaml { source_name, line, .. } => {
+            ConfigError::Yaml {
+                source_name, line, ..
+            } => {
                 assert_eq!(source_name, "/etc/meshd/bad.yml");
                 assert!(line >= 2, "line {line}");
             }
@@ -198,7 +237,11 @@ mod tests {
 
     #[test]
     fn duplicate_keys_keep_the_last_and_warn() {
-        let (v, w) = merge_sources(&[Source::new("d.yml", "firewall: {a: 1}\nx: {y: 1, y: 2}\nfirewall: {b: 2}")]).unwrap();
+        let (v, w) = merge_sources(&[Source::new(
+            "d.yml",
+            "firewall: {a: 1}\nx: {y: 1, y: 2}\nfirewall: {b: 2}",
+        )])
+        .unwrap();
         let want: Value = serde_yaml::from_str("firewall: {b: 2}\nx: {y: 2}").unwrap();
         assert_eq!(v, want);
         let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
@@ -207,7 +250,11 @@ mod tests {
 
     #[test]
     fn anchors_merge_keys_and_tags() {
-        let (v, _) = merge_sources(&[Source::new("a.yml", "base: &b {p: 1}\nuse: {<<: *b, q: 2}\nt: !custom 5")]).unwrap();
+        let (v, _) = merge_sources(&[Source::new(
+            "a.yml",
+            "base: &b {p: 1}\nuse: {<<: *b, q: 2}\nt: !custom 5",
+        )])
+        .unwrap();
         let want: Value = serde_yaml::from_str("{p: 1, q: 2}").unwrap();
         assert_eq!(v.get("use"), Some(&want));
         assert!(matches!(v.get("t"), Some(Value::Tagged(_))));

@@ -17,7 +17,9 @@ impl IpNet {
     /// Builds a network, clearing host bits; `None` if the prefix is too long for the family.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<IpNet> {
         let addr = match addr {
-            IpAddr::V4(a) if prefix <= 32 => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix))),
+            IpAddr::V4(a) if prefix <= 32 => {
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix)))
+            }
             IpAddr::V6(a) if prefix <= 128 => {
                 IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask128(prefix)))
             }
@@ -69,8 +71,12 @@ fn mask128(prefix: u8) -> u128 {
 impl FromStr for IpNet {
     type Err = String;
     fn from_str(s: &str) -> Result<IpNet, String> {
-        let (ip, prefix) = s.split_once('/').ok_or_else(|| format!("invalid CIDR address: {s}"))?;
-        let addr: IpAddr = ip.parse().map_err(|_| format!("invalid CIDR address: {s}"))?;
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid CIDR address: {s}"))?;
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("invalid CIDR address: {s}"))?;
         // Go accepts only plain decimal prefixes (no sign, no leading zeros beyond "0").
         let valid_digits = !prefix.is_empty()
             && prefix.len() <= 3
@@ -116,7 +122,11 @@ impl FromStr for HostPort {
         let host = match host.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
             Err(_) if is_hostname(host) => Host::Name(host.to_string()),
-            Err(_) => return Err(format!("address {s}: {host:?} is neither an IP nor a host name")),
+            Err(_) => {
+                return Err(format!(
+                    "address {s}: {host:?} is neither an IP nor a host name"
+                ))
+            }
         };
         Ok(HostPort { host, port })
     }
@@ -135,11 +145,17 @@ impl fmt::Display for HostPort {
 /// Go's `net.SplitHostPort`: `host:port` or `[host]:port`; a bare IPv6 address is an error.
 pub fn split_host_port(s: &str) -> Result<(&str, &str), String> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| format!("address {s}: missing ']'"))?;
-        let port = after.strip_prefix(':').ok_or_else(|| format!("address {s}: missing port"))?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("address {s}: missing ']'"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("address {s}: missing port"))?;
         return Ok((host, port));
     }
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("address {s}: missing port"))?;
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {s}: missing port"))?;
     if host.contains(':') {
         return Err(format!("address {s}: too many colons"));
     }
@@ -152,7 +168,9 @@ fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -228,7 +246,15 @@ mod tests {
         let all: IpNet = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains_net(&n));
         assert_eq!("::/0".parse::<IpNet>().unwrap().prefix(), 0);
-        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/+8", "x/8", "10.0.0.0/08", "/8"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "x/8",
+            "10.0.0.0/08",
+            "/8",
+        ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
     }
@@ -241,7 +267,15 @@ mod tests {
         assert_eq!(b.to_string(), "[2001:db8::1]:4242");
         let c: HostPort = "lighthouse.example.com:4242".parse().unwrap();
         assert_eq!(c.host, Host::Name("lighthouse.example.com".into()));
-        for bad in ["1.2.3.4", "1.2.3.4:", "1.2.3.4:70000", "2001:db8::1:4242", ":4242", "a b:1", "[::1]4242"] {
+        for bad in [
+            "1.2.3.4",
+            "1.2.3.4:",
+            "1.2.3.4:70000",
+            "2001:db8::1:4242",
+            ":4242",
+            "a b:1",
+            "[::1]4242",
+        ] {
             assert!(bad.parse::<HostPort>().is_err(), "{bad}");
         }
     }
