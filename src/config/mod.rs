@@ -15,6 +15,7 @@ mod model;
 mod pki;
 mod reader;
 mod sections;
+mod services;
 mod source;
 pub mod types;
 

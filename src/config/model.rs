@@ -50,6 +50,10 @@ pub mod defaults {
     pub const STATIC_MAP_CADENCE: Duration = Duration::from_secs(30);
     pub const STATIC_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
     pub const TUNNELS_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    /// Fixed in 1.6.1 (`hostmap.go`); configurable since v1.9.0 as `counters.*` / `timers.*`.
+    pub const TRY_PROMOTE_EVERY: i64 = 1000;
+    pub const REQUERY_EVERY_PACKETS: i64 = 5000;
+    pub const REQUERY_WAIT: Duration = Duration::from_secs(60);
 }
 
 /// The whole configuration, after Nebula's lenient reading and the load-time checks.
@@ -76,6 +80,7 @@ pub struct Config {
     pub firewall: Firewall,
     pub timers: Timers,
     pub tunnels: Tunnels,
+    pub counters: Counters,
 }
 
 /// Where PEM data comes from: Nebula treats any value containing `-----BEGIN` as inline PEM.
@@ -327,6 +332,17 @@ pub struct Conntrack {
 pub struct Timers {
     pub connection_alive_interval: Duration,
     pub pending_deletion_interval: Duration,
+    /// `requery_wait_duration` (newer releases): least time between lighthouse re-queries.
+    pub requery_wait: Duration,
+}
+
+/// `counters.*` (newer releases; the same values are constants in 1.6.1).
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// Outbound packets between attempts to move a tunnel to a preferred range.
+    pub try_promote: u32,
+    /// Outbound packets between lighthouse re-queries for a peer.
+    pub requery_every_packets: u32,
 }
 
 /// `tunnels.*` (since v1.10.0).
