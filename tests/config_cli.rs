@@ -48,15 +48,30 @@ impl Pki {
 
     /// Signs `name` with `ip` (CIDR); files are `<name>.crt` / `<name>.key`.
     fn host(&self, name: &str, ip: &str) -> (String, String) {
+        self.host_for(name, ip, "0s")
+    }
+
+    /// Like `host` with a `-duration` (0s = until the CA expires).
+    fn host_for(&self, name: &str, ip: &str, duration: &str) -> (String, String) {
         let (crt, key) = (
             self.path(&format!("{name}.crt")),
             self.path(&format!("{name}.key")),
         );
         let ca = (self.path("ca.crt"), self.path("ca.key"));
-        self.run(&[
-            "sign", "-name", name, "-ip", ip, "-ca-crt", &ca.0, "-ca-key", &ca.1, "-out-crt", &crt,
-            "-out-key", &key,
-        ]);
+        let args = [
+            "sign",
+            "-name",
+            name,
+            "-ip",
+            ip,
+            "-duration",
+            duration,
+            "-ca-crt",
+            &ca.0,
+            "-ca-key",
+            &ca.1,
+        ];
+        self.run(&[&args[..], &["-out-crt", &crt, "-out-key", &key]].concat());
         (crt, key)
     }
 
@@ -226,6 +241,16 @@ fn cases() -> Vec<Case> {
         Case { split: true, ..case("directory: rules appended from a second file", "firewall: {inbound: [{port: 443, proto: tcp, group: web}]}", true) },
         Case { split: true, ..case("directory: bad rule in a second file", "firewall: {inbound: [{port: 443, proto: sctp, group: web}]}", false) },
         Case { whole: Some("pki: {ca: @INLINECA@, cert: @CRT@, key: @KEY@}\n"), ..case("inline CA PEM", "", true) },
+        Case { whole: Some("pki: {ca: @OTHERCA@, cert: @CRT@, key: @KEY@}\n"), ..case("cert from a CA not in pki.ca (warned)", "", true) },
+        Case { whole: Some("pki: {ca: @BUNDLE@, cert: @CRT@, key: @KEY@}\n"), ..case("CA bundle", "", true) },
+        Case { whole: Some("pki: {ca: @CA@, cert: @EXPIRED@, key: @EXPIREDKEY@}\n"), ..case("expired cert", "", false) },
+        Case { whole: Some("pki: {ca: @KEY@, cert: @CRT@, key: @KEY@}\n"), ..case("key file as CA", "", false) },
+        Case { whole: Some("pki: {ca: @CA@, cert: @KEY@, key: @KEY@}\n"), ..case("key file as cert", "", false) },
+        Case {
+            whole: Some("pki: {ca: @CA@, cert: @CRT@, key: @KEY@, blocklist: ['c99d4e650533b92061b09918e838a5a0a6aaee21eed1d12fd937682865936c72']}\n"),
+            ..case("blocklist", "", true)
+        },
+        case("a second pki section replaces the first", "pki: {disconnect_invalid: true}", false),
     ]
 }
 
@@ -242,7 +267,13 @@ fn meshd_and_nebula_agree_on_good_and_bad_configs() {
     let ca = pki.path("ca.crt");
     let (crt, key) = pki.host("host", "10.10.10.2/24");
     let (_, other_key) = pki.host("other", "10.10.10.3/24");
-    let inline_ca = std::fs::read_to_string(&ca).expect("read ca");
+    let other = Pki::new();
+    let other_ca = other.path("ca.crt");
+    let bundle = pki.write("bundle.crt", &(read(&other_ca) + &read(&ca)));
+    let (expired, expired_key) = pki.host_for("expired", "10.10.10.4/24", "1s");
+    // Let the one-second certificate expire.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let inline_ca = read(&ca);
     let inline_ca = format!("\"{}\"", inline_ca.replace('\n', "\\n"));
     let mut disagreements = Vec::new();
     for (i, c) in cases().iter().enumerate() {
@@ -250,7 +281,11 @@ fn meshd_and_nebula_agree_on_good_and_bad_configs() {
             (Some(whole), _) => {
                 let yaml = whole
                     .replace("@INLINECA@", &inline_ca)
-                    .replace("@OTHERKEY@", &other_key);
+                    .replace("@OTHERKEY@", &other_key)
+                    .replace("@OTHERCA@", &other_ca)
+                    .replace("@BUNDLE@", &bundle.display().to_string())
+                    .replace("@EXPIREDKEY@", &expired_key)
+                    .replace("@EXPIRED@", &expired);
                 let yaml = yaml
                     .replace("@CA@", &ca)
                     .replace("@CRT@", &crt)
@@ -292,6 +327,10 @@ fn meshd_and_nebula_agree_on_good_and_bad_configs() {
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n\n"));
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).expect("read file")
 }
 
 fn tail(s: &str, n: usize) -> String {
