@@ -100,3 +100,6 @@ pub fn from_sources(sources: &[Source]) -> Result<Loaded, ConfigError> {
         sources,
     })
 }
+
+#[cfg(test)]
+mod tests;
