@@ -5,52 +5,60 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::flags::{FlagError, FlagSet};
 use crate::config::{self, ConfigError};
 
-const USAGE: &str = "Usage of meshd:
-  -config string
-    \tPath to either a file or directory to load configuration from
-  -help
-    \tPrint command line usage
-  -test
-    \tTest the config and print the end result. Non zero exit indicates a faulty config
-  -version
-    \tPrint version
-  cert <mode> ...
-    \tCertificate tool (nebula-cert compatible); see `meshd cert -h`
-";
-
-/// Parsed node flags.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Flags {
-    config: Option<String>,
-    test: bool,
-    version: bool,
-    help: bool,
+fn flag_set() -> FlagSet {
+    FlagSet::new()
+        .string(
+            "config",
+            "",
+            "Path to either a file or directory to load configuration from",
+        )
+        .bool(
+            "test",
+            false,
+            "Test the config and print the end result. Non zero exit indicates a faulty config",
+        )
+        .bool("version", false, "Print version")
+        .bool("help", false, "Print command line usage")
 }
 
-/// Runs the node front end; returns the exit code.
+fn usage(flags: &FlagSet) -> String {
+    format!(
+        "Usage of meshd:\n{}  cert <mode> ...\n    \tCertificate tool (nebula-cert compatible); see `meshd cert -h`\n",
+        flags.defaults_text()
+    )
+}
+
+/// Runs the node front end; returns the exit code (Go's: 2 for a bad command line).
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let flags = match parse_flags(args) {
-        Ok(f) => f,
-        Err(msg) => {
-            let _ = writeln!(err, "{msg}\n{USAGE}");
+    let mut flags = flag_set();
+    match flags.parse(args) {
+        Ok(_) => {}
+        Err(FlagError::Help) => {
+            let _ = write!(err, "{}", usage(&flags));
+            return 0;
+        }
+        Err(FlagError::Invalid(msg)) => {
+            let _ = write!(err, "{msg}\n{}", usage(&flags));
             return 2;
         }
-    };
-    if flags.version {
+    }
+    if flags.get_bool("version") {
         let _ = writeln!(out, "Version: {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    if flags.help {
-        let _ = write!(out, "{USAGE}");
+    if flags.get_bool("help") {
+        let _ = write!(out, "{}", usage(&flags));
         return 0;
     }
-    let Some(path) = flags.config.filter(|p| !p.is_empty()) else {
-        let _ = writeln!(err, "-config flag must be set\n{USAGE}");
+    let path = flags.get_str("config").to_string();
+    if path.is_empty() {
+        let _ = write!(err, "-config flag must be set\n{}", usage(&flags));
         return 1;
-    };
-    if flags.test {
+    }
+    if flags.get_bool("test") {
         return test_config(Path::new(&path), out, err);
     }
     let _ = writeln!(
@@ -58,57 +66,6 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         "meshd: the daemon is not implemented yet; only `meshd -config {path} -test` works"
     );
     1
-}
-
-/// Go's `flag` package rules: one or two dashes, `=value` or the next argument, booleans take
-/// only the `=` form; parsing stops at the first non-flag argument or `--`.
-fn parse_flags(args: &[String]) -> Result<Flags, String> {
-    let mut flags = Flags::default();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if arg == "--" || !arg.starts_with('-') || arg == "-" {
-            return match arg.as_str() {
-                "--" if i == args.len() => Ok(flags),
-                _ => Err(format!("unexpected argument {arg:?}")),
-            };
-        }
-        let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (body, None),
-        };
-        match name {
-            "config" => {
-                let value = match inline {
-                    Some(v) => v.to_string(),
-                    None => {
-                        let v = args.get(i).ok_or("flag needs an argument: -config")?;
-                        i += 1;
-                        v.clone()
-                    }
-                };
-                flags.config = Some(value);
-            }
-            "test" => flags.test = bool_flag(name, inline)?,
-            "version" => flags.version = bool_flag(name, inline)?,
-            "help" | "h" => flags.help = bool_flag(name, inline)?,
-            _ => return Err(format!("flag provided but not defined: -{name}")),
-        }
-    }
-    Ok(flags)
-}
-
-fn bool_flag(name: &str, inline: Option<&str>) -> Result<bool, String> {
-    match inline {
-        None => Ok(true),
-        Some(v) => match v {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-            _ => Err(format!("invalid boolean value {v:?} for -{name}")),
-        },
-    }
 }
 
 /// `-test`: load, check everything start-up checks, print each warning and problem; exit 0 only
@@ -169,40 +126,56 @@ fn unix_now() -> i64 {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Flags, String> {
-        parse_flags(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn run_args(args: &[&str]) -> (i32, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let code = run(&args, &mut out, &mut err);
+        (
+            code,
+            String::from_utf8_lossy(&out).into(),
+            String::from_utf8_lossy(&err).into(),
+        )
     }
 
     #[test]
-    fn go_style_flags() {
-        let want = Flags {
-            config: Some("x.yml".into()),
-            test: true,
-            ..Flags::default()
-        };
-        assert_eq!(parse(&["-config", "x.yml", "-test"]).unwrap(), want);
-        assert_eq!(parse(&["-config=x.yml", "-test"]).unwrap(), want);
-        assert_eq!(parse(&["--config", "x.yml", "--test=true"]).unwrap(), want);
-        assert!(!parse(&["-config=x", "-test=false"]).unwrap().test);
-        assert!(parse(&["-version"]).unwrap().version);
-        assert!(parse(&["-h"]).unwrap().help);
+    fn go_style_flags_reach_the_config_loader() {
+        for args in [
+            &["-config", "/nonexistent/x.yml", "-test"][..],
+            &["-config=/nonexistent/x.yml", "-test"],
+            &["--config", "/nonexistent/x.yml", "--test=true"],
+        ] {
+            let (code, _, err) = run_args(args);
+            assert_eq!(code, 1, "{args:?}");
+            assert!(
+                err.contains("cannot read /nonexistent/x.yml"),
+                "{args:?}: {err}"
+            );
+        }
+        let (code, _, err) = run_args(&["-config=/nonexistent/x.yml", "-test=false"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("not implemented yet"), "{err}");
     }
 
     #[test]
-    fn bad_flags_are_errors() {
-        assert!(parse(&["-config"])
-            .unwrap_err()
-            .contains("needs an argument"));
-        assert!(parse(&["-bogus"]).unwrap_err().contains("-bogus"));
-        assert!(parse(&["-test=maybe"]).is_err());
-        assert!(parse(&["stray"]).is_err());
+    fn version_help_and_bad_flags() {
+        let (code, out, _) = run_args(&["-version"]);
+        assert_eq!(code, 0);
+        assert!(out.starts_with("Version: "));
+        let (code, out, _) = run_args(&["-help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("-config string"), "{out}");
+        assert_eq!(run_args(&["-h"]).0, 0);
+        let (code, _, err) = run_args(&["-bogus"]);
+        assert_eq!(code, 2);
+        assert!(err.contains("-bogus"), "{err}");
+        assert_eq!(run_args(&["-config"]).0, 2);
+        assert_eq!(run_args(&["-test=maybe"]).0, 2);
     }
 
     #[test]
     fn run_without_config_fails() {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        assert_eq!(run(&[], &mut out, &mut err), 1);
-        assert!(String::from_utf8_lossy(&err).contains("-config flag must be set"));
-        assert_eq!(run(&["-version".into()], &mut out, &mut err), 0);
+        let (code, _, err) = run_args(&[]);
+        assert_eq!(code, 1);
+        assert!(err.contains("-config flag must be set"));
     }
 }
