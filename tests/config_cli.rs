@@ -426,3 +426,59 @@ fn cli_flags() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not implemented yet"), "{}", text(&out));
 }
+
+/// Configs `nebula -test` accepts only because it skips the tun device and the UDP socket in test
+/// mode (or panics later at run time); meshd refuses them at load on purpose. Kept out of the
+/// agreement table and pinned here so the difference stays deliberate.
+#[test]
+fn deliberate_refusals_where_nebula_test_accepts() {
+    let test = "deliberate_refusals_where_nebula_test_accepts";
+    if !common::require_tool(test, "nebula-cert") || !common::require_tool(test, "nebula") {
+        return;
+    }
+    let pki = Pki::new();
+    let ca = pki.path("ca.crt");
+    let (crt, key) = pki.host("host", "10.10.10.2/24");
+    let cases = [
+        (
+            "unsafe route inside the network",
+            "tun: {unsafe_routes: [{route: 10.10.10.128/25, via: 10.10.10.1}]}",
+            "tun.unsafe_routes[0].route",
+        ),
+        (
+            "tun route outside the network",
+            "tun: {routes: [{mtu: 9000, route: 10.99.0.0/16}]}",
+            "tun.routes[0].route",
+        ),
+        (
+            "tun route mtu below 500",
+            "tun: {routes: [{mtu: 300, route: 10.10.10.0/25}]}",
+            "tun.routes[0].mtu",
+        ),
+        (
+            "listen port above 65535",
+            "listen: {port: 70000}",
+            "listen.port",
+        ),
+        (
+            "lighthouse interval 0 on a client",
+            "lighthouse: {hosts: ['10.10.10.1'], interval: 0}",
+            "lighthouse.interval",
+        ),
+    ];
+    for (i, (name, extra, key_named)) in cases.iter().enumerate() {
+        let path = pki.write(&format!("div{i}.yml"), &host_config(&ca, &crt, &key, extra));
+        let (m, n) = (meshd_test(&path), nebula_test(&path));
+        assert!(
+            n.status.success(),
+            "{name}: nebula -test now refuses it too; move it to the table: {}",
+            tail(&text(&n), 3)
+        );
+        assert!(!m.status.success(), "{name}: meshd accepted it");
+        assert!(
+            text(&m).contains(&format!("error: {key_named}:")),
+            "{name}: {}",
+            text(&m)
+        );
+    }
+}

@@ -23,7 +23,10 @@ fn config_module_is_pure_except_files_rs() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("src/config exists") {
         let path = entry.expect("dir entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.ends_with(".rs") || name == "files.rs" || name == "tests.rs" {
             continue;
         }

@@ -134,12 +134,19 @@ fn static_map(r: &mut Reader<'_>) -> StaticMap {
 
 /// `lighthouse.go`, `dns_server.go`, `allow_list.go`.
 fn lighthouse(r: &mut Reader<'_>) -> Lighthouse {
+    let am_lighthouse = r.bool("lighthouse.am_lighthouse", false);
     let interval = r.int("lighthouse.interval", d::LIGHTHOUSE_INTERVAL_SECS);
     let interval = if interval < 1 {
-        r.problem(
-            "lighthouse.interval",
-            format!("{interval} is not a positive number of seconds"),
-        );
+        // Nebula's update loop panics on a non-positive ticker; lighthouses never run it.
+        let msg = format!("{interval} is not a positive number of seconds");
+        if am_lighthouse {
+            r.warn(
+                "lighthouse.interval",
+                format!("{msg}; unused on a lighthouse"),
+            );
+        } else {
+            r.problem("lighthouse.interval", msg);
+        }
         d::LIGHTHOUSE_INTERVAL_SECS
     } else {
         interval
@@ -155,7 +162,7 @@ fn lighthouse(r: &mut Reader<'_>) -> Lighthouse {
         })
         .collect();
     Lighthouse {
-        am_lighthouse: r.bool("lighthouse.am_lighthouse", false),
+        am_lighthouse,
         serve_dns: r.bool("lighthouse.serve_dns", false),
         dns: Dns {
             host: r.string("lighthouse.dns.host", d::DNS_HOST),
@@ -208,11 +215,10 @@ fn listen(r: &mut Reader<'_>) -> Listen {
     let host = match bare.parse::<IpAddr>() {
         Ok(ip) => ip,
         Err(_) => {
-            r.problem(
-                "listen.host",
-                format!("{host_text:?} is not an IP address (use 0.0.0.0 or \"[::]\")"),
-            );
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            // udp_linux.go copies net.ParseIP's nil into the bind address: all addresses, v4 and v6.
+            let msg = format!("{host_text:?} is not an IP address; binding to all addresses ([::]) as Nebula does");
+            r.warn("listen.host", msg);
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
         }
     };
     let buffer = |r: &mut Reader<'_>, key: &str| {
