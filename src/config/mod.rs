@@ -1,11 +1,12 @@
 //! Configuration: Nebula 1.6.1 YAML (unchanged) into one typed `Config`, with Nebula's code
 //! defaults, its lenient scalar reading, warnings for unknown keys and silent fallbacks, and the
-//! load-time checks that stop start-up. Pure except `files` (reads `-config PATH`) ; certificate
-//! checks live in `pki` and take the file reader and the clock as parameters.
+//! load-time checks that stop start-up. Pure except `files` (reads `-config PATH`); the checks that
+//! need files (`pki`: certificates, sshd host key) take the file reader and the clock as parameters.
+//! Must not touch sockets, tun devices or the daemon's state.
 //!
-//! Flow: sources (text) → `source` (parse, merge) → `reader` + `build`/`sections` (typed model,
-//! warnings, problems) → `checks` (cross-section) → `Loaded`. `pki::check` then adds what needs
-//! the certificates (VPN network, key/cert match, CA pool).
+//! Flow: sources (text) → `source` (parse, merge) → `reader` + `build`/`sections`/`services`
+//! (typed model, warnings, problems) → `checks` (cross-section) → `Loaded`. `check_startup` then
+//! adds what needs the certificates (VPN network, key/cert match, CA pool) and `check_network`.
 
 mod build;
 mod checks;
