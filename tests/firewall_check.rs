@@ -513,3 +513,36 @@ fn packet_parser_survives_garbage() {
         let _ = FlowPacket::parse(&buf, Direction::Outbound);
     }
 }
+
+#[test]
+fn fragments_get_their_own_conntrack_entry() {
+    let mut fw = Firewall::new(
+        config("[]", "[{port: any, proto: udp, host: any}]"),
+        local(),
+    );
+    let pd = PeerData::new("peer", &[]);
+    let p = pd.peer();
+    let now = Instant::now();
+    let out = ip(17, ME, PEER, 5000, 53, 0);
+    assert_eq!(
+        fw.check_packet(&out, Direction::Outbound, &p, now),
+        Verdict::Allow
+    );
+    // A non-first fragment of the reply has no ports and does not match the udp flow's entry.
+    let reply_frag = ip(17, PEER, ME, 0, 0, 185);
+    assert_eq!(
+        fw.check_packet(&reply_frag, Direction::Inbound, &p, now),
+        Verdict::Drop(DropReason::NoRule)
+    );
+    // Once a fragment went out (allowed by port any), fragments between the two hosts match it.
+    let out_frag = ip(17, ME, PEER, 0, 0, 185);
+    assert_eq!(
+        fw.check_packet(&out_frag, Direction::Outbound, &p, now),
+        Verdict::Allow
+    );
+    assert_eq!(
+        fw.check_packet(&reply_frag, Direction::Inbound, &p, now),
+        Verdict::Allow
+    );
+    assert_eq!(fw.conntrack().len(), 2);
+}

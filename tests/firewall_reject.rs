@@ -162,6 +162,12 @@ fn no_reply_to_icmp_errors_multicast_or_small_buffers() {
     let mut mc = other(17, 0, 40);
     mc[16..20].copy_from_slice(&[224, 0, 0, 1]);
     assert_eq!(reject(&mc), None);
+    let mut from_nowhere = other(17, 0, 40);
+    from_nowhere[12..16].copy_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(reject(&from_nowhere), None);
+    let mut from_mc = other(17, 0, 40);
+    from_mc[12..16].copy_from_slice(&[239, 1, 1, 1]);
+    assert_eq!(reject(&from_mc), None);
     let mut small = [0u8; 30];
     assert_eq!(build_reject(&other(17, 0, 40), &mut small), None);
     let mut frag = other(17, 0, 40);

@@ -405,3 +405,30 @@ fn seed_configs_parse() {
         }
     }
 }
+
+#[test]
+fn sanity_warnings_for_overridden_selectors() {
+    let w = warnings("{port: any, proto: tcp, host: any, group: ops}");
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("firewall.inbound[0].host: is `any`")),
+        "{w:?}"
+    );
+    let w = warnings("{port: any, proto: tcp, groups: [any, ops]}");
+    assert!(
+        w.iter().any(|w| w.contains("other groups are ignored")),
+        "{w:?}"
+    );
+    let w = warnings("{port: any, proto: tcp, group: any, cidr: 10.0.0.0/8}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("host/cidr in this rule are ignored")),
+        "{w:?}"
+    );
+    let w = warnings("{code: any, proto: icmp, host: a}");
+    assert!(
+        w.iter().any(|w| w.starts_with("firewall.inbound[0].code:")),
+        "{w:?}"
+    );
+    assert!(warnings("{port: 22, proto: tcp, groups: [a, b], host: c}").is_empty());
+}

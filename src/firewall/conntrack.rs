@@ -271,3 +271,91 @@ fn class(protocol: u8) -> usize {
         _ => 2,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    fn key(port: u16, protocol: u8) -> FlowPacket {
+        FlowPacket {
+            local_ip: Ipv4Addr::new(10, 0, 0, 1),
+            remote_ip: Ipv4Addr::new(10, 0, 0, 2),
+            local_port: port,
+            remote_port: 80,
+            protocol,
+            fragment: false,
+        }
+    }
+
+    fn timeouts() -> ConntrackTimeouts {
+        ConntrackTimeouts {
+            tcp: Duration::from_secs(10),
+            udp: Duration::from_secs(5),
+            default: Duration::from_secs(7),
+        }
+    }
+
+    #[test]
+    fn expiry_is_exact() {
+        let mut ct = Conntrack::new(10);
+        let t0 = Instant::now();
+        assert!(ct.insert(key(1, PROTO_UDP), Direction::Outbound, 0, t0, &timeouts()));
+        let just_before = t0 + Duration::from_secs(5) - Duration::from_nanos(1);
+        assert!(matches!(
+            ct.lookup(&key(1, PROTO_UDP), just_before),
+            Lookup::Hit(_)
+        ));
+        assert_eq!(
+            ct.lookup(&key(1, PROTO_UDP), t0 + Duration::from_secs(5)),
+            Lookup::Miss
+        );
+        assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn refreshed_entries_survive_the_sweep() {
+        let mut ct = Conntrack::new(10);
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        ct.insert(key(1, PROTO_TCP), Direction::Outbound, 0, s(0), &timeouts());
+        ct.insert(key(2, PROTO_TCP), Direction::Outbound, 0, s(0), &timeouts());
+        ct.refresh(&key(1, PROTO_TCP), s(8), &timeouts(), 0);
+        ct.expire(s(12));
+        assert_eq!(ct.len(), 1);
+        assert!(ct.get(&key(1, PROTO_TCP)).is_some());
+        ct.expire(s(18));
+        assert!(ct.is_empty());
+        assert_eq!(ct.stats().expired, 2);
+    }
+
+    #[test]
+    fn stale_deadlines_do_not_pile_up() {
+        let mut ct = Conntrack::new(4);
+        let t0 = Instant::now();
+        // Remove and re-create the same flow many times within one timeout.
+        for i in 0..1000u64 {
+            let now = t0 + Duration::from_millis(i);
+            ct.insert(key(1, PROTO_TCP), Direction::Outbound, 0, now, &timeouts());
+            ct.remove_rechecked(&key(1, PROTO_TCP));
+        }
+        let queued: usize = ct.deadlines.iter().map(VecDeque::len).sum();
+        assert!(queued <= 2 * 4 + 64 + 1, "{queued} deadlines queued");
+    }
+
+    #[test]
+    fn full_table_evicts_only_expired_entries() {
+        let mut ct = Conntrack::new(2);
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        assert!(ct.insert(key(1, PROTO_UDP), Direction::Outbound, 0, s(0), &timeouts()));
+        assert!(ct.insert(key(2, PROTO_TCP), Direction::Outbound, 0, s(0), &timeouts()));
+        assert!(!ct.insert(key(3, PROTO_TCP), Direction::Outbound, 0, s(4), &timeouts()));
+        // At 6s the udp entry (5s) is gone, the tcp one (10s) stays.
+        assert!(ct.insert(key(3, PROTO_TCP), Direction::Outbound, 0, s(6), &timeouts()));
+        assert!(ct.get(&key(2, PROTO_TCP)).is_some());
+        assert!(ct.get(&key(1, PROTO_UDP)).is_none());
+        assert_eq!(ct.stats().full, 1);
+    }
+}

@@ -20,8 +20,10 @@ mod gofmt;
 mod identity;
 pub mod net;
 mod packet;
+mod port;
 pub mod reject;
 pub mod rules;
+mod settings;
 mod table;
 
 use std::time::Instant;
@@ -40,7 +42,9 @@ use table::RuleTable;
 /// Everything the firewall takes from config; replaced as a whole on reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallConfig {
+    /// Rules from `firewall.inbound` (each rule's own `direction` decides its table).
     pub inbound: Vec<Rule>,
+    /// Rules from `firewall.outbound`.
     pub outbound: Vec<Rule>,
     pub inbound_action: Action,
     pub outbound_action: Action,
@@ -67,6 +71,12 @@ impl Default for FirewallConfig {
 pub enum Verdict {
     Allow,
     Drop(DropReason),
+}
+
+impl Verdict {
+    pub fn is_allow(self) -> bool {
+        self == Verdict::Allow
+    }
 }
 
 /// Why a packet was refused. Counted per direction.
@@ -115,6 +125,18 @@ impl DropReason {
     }
 }
 
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DropReason::Malformed => "malformed packet",
+            DropReason::RemoteIp => "remote address is not in the peer's certificate",
+            DropReason::LocalIp => "local address is not one we handle",
+            DropReason::NoRule => "no matching firewall rule",
+            DropReason::ConntrackFull => "conntrack table is full",
+        })
+    }
+}
+
 /// Drops counted by direction and reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounters {
@@ -134,6 +156,20 @@ impl DropCounters {
         let c = &mut self.counts[dir_index(direction)][reason.index()];
         *c = c.saturating_add(1);
     }
+}
+
+/// Builds both tables. A rule is filed by its own `direction`, whichever list holds it.
+fn compile(config: &FirewallConfig) -> (RuleTable, RuleTable) {
+    let all: Vec<Rule> = config
+        .inbound
+        .iter()
+        .chain(&config.outbound)
+        .cloned()
+        .collect();
+    (
+        RuleTable::build(&all, Direction::Inbound),
+        RuleTable::build(&all, Direction::Outbound),
+    )
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -157,9 +193,10 @@ pub struct Firewall {
 
 impl Firewall {
     pub fn new(config: FirewallConfig, local: LocalIdentity) -> Firewall {
+        let (inbound, outbound) = compile(&config);
         Firewall {
-            inbound: RuleTable::build(&config.inbound, Direction::Inbound),
-            outbound: RuleTable::build(&config.outbound, Direction::Outbound),
+            inbound,
+            outbound,
             conntrack: Conntrack::new(config.conntrack_capacity),
             config,
             local,
@@ -171,8 +208,7 @@ impl Firewall {
     /// Installs a new rule set (reload). Conntrack is kept; its entries are re-checked lazily
     /// against the new rules. On rule-version wrap-around conntrack is reset, as nebula does.
     pub fn replace_rules(&mut self, config: FirewallConfig) {
-        let inbound = RuleTable::build(&config.inbound, Direction::Inbound);
-        let outbound = RuleTable::build(&config.outbound, Direction::Outbound);
+        let (inbound, outbound) = compile(&config);
         self.inbound = inbound;
         self.outbound = outbound;
         if config.conntrack_capacity != self.conntrack.capacity() {

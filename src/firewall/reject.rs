@@ -5,7 +5,8 @@
 //! to reject, and where the reply goes (back through the tunnel or to the tun), is the caller's.
 //!
 //! Never answers: non-first fragments, ICMP error messages, TCP RSTs, packets to a multicast or
-//! broadcast address, or packets too short to quote.
+//! broadcast address or from an unanswerable source (0.0.0.0, multicast), or packets too short
+//! to quote.
 //!
 //! Reply IPv4 header (20 bytes, no options), then the transport part:
 //! ```text
@@ -49,9 +50,12 @@ pub fn build_reject(packet: &[u8], out: &mut [u8]) -> Option<usize> {
     if u16::from_be_bytes([header[6], header[7]]) & 0x1fff != 0 {
         return None; // non-first fragment: no transport header to answer
     }
+    let src = [header[12], header[13], header[14], header[15]];
     let dst = [header[16], header[17], header[18], header[19]];
-    if dst[0] >= 224 {
-        return None; // multicast, reserved, limited broadcast (RFC 1122 3.2.2)
+    if dst[0] >= 224 || src[0] >= 224 || src == [0; 4] {
+        // Multicast, reserved or broadcast destination, or a source that cannot be answered
+        // (RFC 1122 3.2.2).
+        return None;
     }
     match header[9] {
         PROTO_TCP => build_tcp_rst(packet, ihl, out),

@@ -5,12 +5,13 @@
 //! conntrack, no reading of other config keys.
 
 use std::fmt;
-use std::time::Duration;
 
 use serde_yaml::Value;
 
 use super::gofmt::{go_text, kind_name};
 use super::net::{parse_cidr, Ipv4Net, ParsedCidr};
+pub use super::port::parse_port;
+pub use super::settings::{Action, ConntrackTimeouts};
 
 /// Which way a packet crosses the firewall, seen from this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,66 +137,6 @@ pub struct RuleError {
     /// e.g. `firewall.inbound[2].proto`, or `firewall.inbound[2]` for whole-rule problems.
     pub path: String,
     pub message: String,
-}
-
-/// What to do with a packet the firewall refuses (`firewall.inbound_action` / `outbound_action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Action {
-    #[default]
-    Drop,
-    /// Answer with a TCP RST or ICMP admin-prohibited (see `reject`).
-    Reject,
-}
-
-impl Action {
-    /// Parses an action key like Nebula master: `drop` / `reject`; a missing key is `drop`;
-    /// anything else is `drop` with a warning.
-    pub fn parse(v: Option<&Value>, dotted_key: &str) -> (Action, Option<String>) {
-        let text = match v {
-            None | Some(Value::Null) => return (Action::Drop, None),
-            Some(v) => go_text(v),
-        };
-        match text.as_str() {
-            "drop" => (Action::Drop, None),
-            "reject" => (Action::Reject, None),
-            other => (
-                Action::Drop,
-                Some(format!(
-                    "{dotted_key}: unknown action {other:?} (expected drop or reject); using drop"
-                )),
-            ),
-        }
-    }
-}
-
-/// Conntrack entry lifetimes (`firewall.conntrack.*`), refreshed on every hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConntrackTimeouts {
-    pub tcp: Duration,
-    pub udp: Duration,
-    /// ICMP and every other protocol.
-    pub default: Duration,
-}
-
-impl Default for ConntrackTimeouts {
-    fn default() -> Self {
-        ConntrackTimeouts {
-            tcp: Duration::from_secs(12 * 60),
-            udp: Duration::from_secs(3 * 60),
-            default: Duration::from_secs(10 * 60),
-        }
-    }
-}
-
-impl ConntrackTimeouts {
-    /// Lifetime of an entry for IP protocol number `protocol`.
-    pub fn for_protocol(&self, protocol: u8) -> Duration {
-        match protocol {
-            6 => self.tcp,
-            17 => self.udp,
-            _ => self.default,
-        }
-    }
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -449,6 +390,14 @@ impl RuleCtx<'_> {
             .local_cidr
             .as_deref()
             .and_then(|c| self.cidr("local_cidr", c));
+        if raw.code.is_some() {
+            self.warn(
+                "code",
+                "treated exactly like port; ICMP packets have no ports, so only `any` matches them"
+                    .to_string(),
+            );
+        }
+        self.sanity_warnings(raw.host.as_deref(), &groups, raw.cidr.as_deref());
         if let (Some(Proto::Icmp), Some(PortSpec::Range { .. })) = (proto, port) {
             self.warn(
                 port_key,
@@ -475,6 +424,29 @@ impl RuleCtx<'_> {
             ca_name: raw.ca_name,
             ca_sha: raw.ca_sha,
         })
+    }
+
+    /// Nebula master's `rule.sanity`: an `any` that silently overrides other selectors.
+    fn sanity_warnings(&mut self, host: Option<&str>, groups: &[String], cidr: Option<&str>) {
+        let groups_any = groups.iter().any(|g| g == "any");
+        if groups_any && groups.len() > 1 {
+            self.warn(
+                "groups",
+                "contains `any`, so the other groups are ignored".to_string(),
+            );
+        }
+        if host == Some("any") && (!groups.is_empty() || cidr.is_some()) {
+            self.warn(
+                "host",
+                "is `any`, so group/groups/cidr in this rule are ignored".to_string(),
+            );
+        }
+        if groups_any && (host.is_some_and(|h| h != "any") || cidr.is_some()) {
+            self.warn(
+                "groups",
+                "contain `any`, so host/cidr in this rule are ignored".to_string(),
+            );
+        }
     }
 
     fn proto(&mut self, text: Option<&str>) -> Option<Proto> {
@@ -544,72 +516,6 @@ impl RuleCtx<'_> {
             }
         }
     }
-}
-
-/// Parses a port/code value like nebula 1.6.1 `parsePort` (+ the `start > end` check of
-/// `addRule`): `any`, `fragment`, `N`, `a-b` (spaces around the dash allowed). Returns a warning
-/// for values that can never match.
-pub fn parse_port(s: &str) -> Result<(PortSpec, Option<String>), String> {
-    match s {
-        "any" => return Ok((PortSpec::Any, None)),
-        "fragment" => return Ok((PortSpec::Fragment, None)),
-        _ => {}
-    }
-    let Some((a, b)) = s.split_once('-') else {
-        let n = go_atoi(s).ok_or_else(|| format!("{s:?} is not a port number"))?;
-        return Ok(port_range(n, n));
-    };
-    let (a, b) = (a.trim_matches(' '), b.trim_matches(' '));
-    if a.is_empty() || b.is_empty() {
-        return Err(format!("{s:?} looks like a range but is not a-b"));
-    }
-    let start = go_atoi(a).ok_or_else(|| format!("range start {a:?} is not a number"))?;
-    let end = go_atoi(b).ok_or_else(|| format!("range end {b:?} is not a number"))?;
-    if start == 0 {
-        return Ok((PortSpec::Any, None));
-    }
-    if start > end {
-        return Err(format!("range {start}-{end} starts after it ends"));
-    }
-    Ok(port_range(start, end))
-}
-
-fn port_range(start: i64, end: i64) -> (PortSpec, Option<String>) {
-    const MAX: i64 = 65535;
-    match (start, end) {
-        (0, _) => (PortSpec::Any, None),
-        (s, _) if s > MAX => (
-            PortSpec::Never,
-            Some(format!("port {s} is above 65535 and never matches")),
-        ),
-        (s, e) if e > MAX => (
-            PortSpec::Range {
-                start: s as u16,
-                end: MAX as u16,
-            },
-            Some(format!("range end {e} is above 65535; using 65535")),
-        ),
-        // Both within 1..=65535 here: start >= 1 (0 handled above, negatives cannot be written).
-        (s, e) => (
-            PortSpec::Range {
-                start: s as u16,
-                end: e as u16,
-            },
-            None,
-        ),
-    }
-}
-
-/// Go's `strconv.Atoi`: optional sign, ASCII decimal digits, fits in i64. Negative values are
-/// refused here since no port spelling can produce one without a `-` range split first.
-fn go_atoi(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // Go's Atoi fails beyond i64 as well. (1.6.1 then truncates big values to int32, which could
-    // land on an unrelated port; we treat every value above 65535 as never matching instead.)
-    digits.parse::<i64>().ok()
 }
 
 impl fmt::Display for Proto {
