@@ -1,0 +1,36 @@
+//! Connection manager (`connection_manager.go` in 1.6.1): after outbound traffic, check within
+//! connection_alive_interval whether anything came back; if not, send a TestRequest and delete
+//! the tunnel after pending_deletion_interval unless traffic arrives. Tunnels that never send are
+//! never checked. Deletion is local (no closeTunnel); new traffic then starts a fresh handshake.
+
+use std::time::Instant;
+
+use super::hostmap::Liveness;
+use super::{CloseReason, Event, Node};
+
+impl Node {
+    pub(super) fn liveness_timers(&mut self, now: Instant) {
+        let pending_deletion = self.config.pending_deletion_interval;
+        for ip in self.hostmap.host_ips() {
+            let Some(h) = self.hostmap.host_mut(ip) else { continue };
+            if h.liveness.check_at.is_some_and(|t| t <= now) {
+                h.liveness.check_at = None;
+                if h.liveness.saw_in {
+                    h.liveness = Liveness::default();
+                } else {
+                    h.liveness.delete_at = Some(now + pending_deletion);
+                    self.send_test_request(now, ip);
+                }
+                continue;
+            }
+            if h.liveness.delete_at.is_some_and(|t| t <= now) {
+                if h.liveness.saw_in {
+                    h.liveness = Liveness::default();
+                } else {
+                    self.hostmap.remove_host(ip);
+                    self.push_event(Event::TunnelClosed { vpn_ip: ip, reason: CloseReason::Silent });
+                }
+            }
+        }
+    }
+}
