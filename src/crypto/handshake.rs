@@ -54,7 +54,9 @@ pub struct NoiseHandshake {
 
 impl std::fmt::Debug for NoiseHandshake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NoiseHandshake").field("cipher", &self.cipher).finish()
+        f.debug_struct("NoiseHandshake")
+            .field("cipher", &self.cipher)
+            .finish()
     }
 }
 
@@ -86,14 +88,21 @@ impl NoiseHandshake {
         let params: NoiseParams = cipher.noise_name().parse()?;
         let builder = snow::Builder::with_resolver(params, Box::new(SeededResolver(rng_seed)))
             .local_private_key(&key.0)?;
-        let state =
-            if initiator { builder.build_initiator()? } else { builder.build_responder()? };
+        let state = if initiator {
+            builder.build_initiator()?
+        } else {
+            builder.build_responder()?
+        };
         Ok(NoiseHandshake { state, cipher })
     }
 
     /// Writes the next handshake message carrying `payload` (in clear for stage 1, encrypted for
     /// stage 2) and appends it to `out`.
-    pub fn write_message(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), HandshakeError> {
+    pub fn write_message(
+        &mut self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), HandshakeError> {
         let start = out.len();
         out.resize(start + payload.len() + 128, 0);
         let n = self.state.write_message(payload, &mut out[start..])?;
@@ -111,7 +120,9 @@ impl NoiseHandshake {
 
     /// The peer's static public key, once its `s` token has been read.
     pub fn remote_static(&self) -> Option<[u8; 32]> {
-        self.state.get_remote_static().and_then(|k| k.try_into().ok())
+        self.state
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
     }
 
     /// True once both IX messages have been processed.
@@ -125,8 +136,15 @@ impl NoiseHandshake {
             return Err(HandshakeError::NotFinished);
         }
         let (k1, k2) = self.state.dangerously_get_raw_split();
-        let (send, recv) = if self.state.is_initiator() { (k1, k2) } else { (k2, k1) };
-        Ok(Session::new(AeadKey::new(self.cipher, &send), AeadKey::new(self.cipher, &recv)))
+        let (send, recv) = if self.state.is_initiator() {
+            (k1, k2)
+        } else {
+            (k2, k1)
+        };
+        Ok(Session::new(
+            AeadKey::new(self.cipher, &send),
+            AeadKey::new(self.cipher, &recv),
+        ))
     }
 }
 

@@ -37,7 +37,11 @@ impl ReplayWindow {
 
     /// A window with nothing marked (Nebula's `NewBits`).
     pub fn empty() -> Self {
-        ReplayWindow { current: 0, bits: [0; WORDS], first_seen: false }
+        ReplayWindow {
+            current: 0,
+            bits: [0; WORDS],
+            first_seen: false,
+        }
     }
 
     /// Highest counter accepted so far.
@@ -91,8 +95,8 @@ impl ReplayWindow {
             self.set(0, true);
             return true;
         }
-        let in_window = (self.current >= len && i > self.current - len)
-            || (self.current < len && i < len);
+        let in_window =
+            (self.current >= len && i > self.current - len) || (self.current < len && i < len);
         if in_window && i <= self.current {
             if i == self.current || self.get(i) {
                 return false;
@@ -140,15 +144,15 @@ mod tests {
     fn table() {
         // (packets delivered in order, counter probed, expected acceptance)
         let cases: &[(&[u64], u64, bool)] = &[
-            (&[3, 4, 5], 4, false),          // duplicate
-            (&[3, 4, 5], 5, false),          // duplicate of current
-            (&[3, 5], 4, true),              // reordered, hole filled
-            (&[5000], 5000 - 1023, true),    // window edge inside
-            (&[5000], 5000 - 1024, false),   // window edge outside
-            (&[5000], 3976, false),          // observed live against 1.6.1
-            (&[3, 4000], 3999, true),        // far jump then older in window
-            (&[3, 4000], 4, false),          // far jump invalidates old counters
-            (&[3, 100_000], 100_001, true),  // next after jump
+            (&[3, 4, 5], 4, false),             // duplicate
+            (&[3, 4, 5], 5, false),             // duplicate of current
+            (&[3, 5], 4, true),                 // reordered, hole filled
+            (&[5000], 5000 - 1023, true),       // window edge inside
+            (&[5000], 5000 - 1024, false),      // window edge outside
+            (&[5000], 3976, false),             // observed live against 1.6.1
+            (&[3, 4000], 3999, true),           // far jump then older in window
+            (&[3, 4000], 4, false),             // far jump invalidates old counters
+            (&[3, 100_000], 100_001, true),     // next after jump
             (&[10, 9, 8, 7, 6, 5, 4], 3, true), // reverse order
             (&[10, 9, 8, 7, 6, 5, 4, 3], 10, false),
         ];
@@ -157,7 +161,11 @@ mod tests {
             for p in *prior {
                 assert!(accept(&mut w, *p), "setup {prior:?} rejected {p}");
             }
-            assert_eq!(accept(&mut w, *probe), *want, "after {prior:?} probe {probe}");
+            assert_eq!(
+                accept(&mut w, *probe),
+                *want,
+                "after {prior:?} probe {probe}"
+            );
         }
     }
 

@@ -179,7 +179,10 @@ mod tests {
             let mut buf = packet(counter, b"payload");
             let n = s.seal_in_place(counter, &mut buf, 7).unwrap();
             let aad = buf[..16].to_vec();
-            let msg = aes_gcm::aead::Payload { msg: b"payload", aad: &aad };
+            let msg = aes_gcm::aead::Payload {
+                msg: b"payload",
+                aad: &aad,
+            };
             let want = match cipher {
                 Cipher::AesGcm => Aes256Gcm::new((&key).into()).encrypt((&nonce).into(), msg),
                 Cipher::ChaChaPoly => {
@@ -202,16 +205,32 @@ mod tests {
             assert_eq!(b.open_in_place(3, &mut buf).unwrap(), 6);
             assert_eq!(&buf[16..22], b"abcdef");
             // wrong direction key, wrong counter, each flipped byte (header = AD, body, tag)
-            assert_eq!(a.open_in_place(3, &mut sealed.clone()), Err(CryptoError::Auth));
-            assert_eq!(b.open_in_place(4, &mut sealed.clone()), Err(CryptoError::Auth));
+            assert_eq!(
+                a.open_in_place(3, &mut sealed.clone()),
+                Err(CryptoError::Auth)
+            );
+            assert_eq!(
+                b.open_in_place(4, &mut sealed.clone()),
+                Err(CryptoError::Auth)
+            );
             for i in 0..sealed.len() {
                 let mut t = sealed.clone();
                 t[i] ^= 0x40;
-                assert_eq!(b.open_in_place(3, &mut t), Err(CryptoError::Auth), "byte {i}");
+                assert_eq!(
+                    b.open_in_place(3, &mut t),
+                    Err(CryptoError::Auth),
+                    "byte {i}"
+                );
             }
-            assert_eq!(b.open_in_place(3, &mut sealed[..31].to_vec()), Err(CryptoError::Auth));
+            assert_eq!(
+                b.open_in_place(3, &mut sealed[..31].to_vec()),
+                Err(CryptoError::Auth)
+            );
             let mut small = [0u8; 20];
-            assert_eq!(a.seal_in_place(3, &mut small, 4), Err(CryptoError::BufferTooSmall));
+            assert_eq!(
+                a.seal_in_place(3, &mut small, 4),
+                Err(CryptoError::BufferTooSmall)
+            );
         }
     }
 

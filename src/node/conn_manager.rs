@@ -12,7 +12,9 @@ impl Node {
     pub(super) fn liveness_timers(&mut self, now: Instant) {
         let pending_deletion = self.config.pending_deletion_interval;
         for ip in self.hostmap.host_ips() {
-            let Some(h) = self.hostmap.host_mut(ip) else { continue };
+            let Some(h) = self.hostmap.host_mut(ip) else {
+                continue;
+            };
             if h.liveness.check_at.is_some_and(|t| t <= now) {
                 h.liveness.check_at = None;
                 if h.liveness.saw_in {
@@ -28,7 +30,10 @@ impl Node {
                     h.liveness = Liveness::default();
                 } else {
                     self.hostmap.remove_host(ip);
-                    self.push_event(Event::TunnelClosed { vpn_ip: ip, reason: CloseReason::Silent });
+                    self.push_event(Event::TunnelClosed {
+                        vpn_ip: ip,
+                        reason: CloseReason::Silent,
+                    });
                 }
             }
         }

@@ -11,7 +11,9 @@ use crate::wire::{Header, HeaderError, MessageType, RemoteIndex, Subtype, HEADER
 
 use super::ipv4;
 use super::types::{DropReason, LocalIndex, VpnIp};
-use super::{CloseReason, DatagramOutcome, Direction, Event, Node, SendRecvError, TunOutcome, OVERHEAD};
+use super::{
+    CloseReason, DatagramOutcome, Direction, Event, Node, SendRecvError, TunOutcome, OVERHEAD,
+};
 
 /// A roam back to the address we just left is ignored for this long (`RoamingSuppressSeconds`).
 const ROAMING_SUPPRESS: Duration = Duration::from_secs(2);
@@ -30,7 +32,12 @@ impl Node {
     }
 
     /// A UDP datagram from `from`, decrypted in place in `buf`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         let r = self.datagram(now, from, buf);
         if let DatagramOutcome::Dropped(reason) = r {
             self.drops.count(reason);
@@ -92,10 +99,20 @@ impl Node {
         out: &mut [u8],
     ) -> Result<(SocketAddr, usize), DropReason> {
         let host = self.hostmap.host(vpn_ip).ok_or(DropReason::NoRemote)?;
-        if !self.filter.allow(now, Direction::Outbound, packet, &host.peer) {
+        if !self
+            .filter
+            .allow(now, Direction::Outbound, packet, &host.peer)
+        {
             return Err(DropReason::FirewallOutbound);
         }
-        self.seal_to_host(now, vpn_ip, MessageType::Message, Subtype::MESSAGE_NONE, packet, out)
+        self.seal_to_host(
+            now,
+            vpn_ip,
+            MessageType::Message,
+            Subtype::MESSAGE_NONE,
+            packet,
+            out,
+        )
     }
 
     /// A packet released from a handshake queue or generated locally: filter, seal, queue.
@@ -145,7 +162,10 @@ impl Node {
         if out.len() < payload.len() + OVERHEAD {
             return Err(DropReason::BufferTooSmall);
         }
-        let counter = host.counter.checked_add(1).ok_or(DropReason::CounterExhausted)?;
+        let counter = host
+            .counter
+            .checked_add(1)
+            .ok_or(DropReason::CounterExhausted)?;
         host.counter = counter;
         Header::new(t, st, host.remote_index, counter).write_to(out);
         out[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
@@ -163,7 +183,9 @@ impl Node {
     fn datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
         let header = match Header::parse(buf) {
             Ok(h) => h,
-            Err(HeaderError::TooShort(_)) => return DatagramOutcome::Dropped(DropReason::ShortDatagram),
+            Err(HeaderError::TooShort(_)) => {
+                return DatagramOutcome::Dropped(DropReason::ShortDatagram)
+            }
             Err(HeaderError::UnknownType(_)) => {
                 return DatagramOutcome::Dropped(DropReason::UnknownMessageType)
             }
@@ -201,12 +223,18 @@ impl Node {
             self.maybe_send_recv_error(from, header.remote_index);
             return Err(DropReason::UnknownIndex);
         };
-        let host = self.hostmap.host_mut(vpn_ip).ok_or(DropReason::UnknownIndex)?;
+        let host = self
+            .hostmap
+            .host_mut(vpn_ip)
+            .ok_or(DropReason::UnknownIndex)?;
         if !host.window.check(header.counter) {
             self.maybe_send_recv_error(from, header.remote_index);
             return Err(DropReason::Replay);
         }
-        let n = host.session.open_in_place(header.counter, buf).map_err(|_| DropReason::AuthFailed)?;
+        let n = host
+            .session
+            .open_in_place(header.counter, buf)
+            .map_err(|_| DropReason::AuthFailed)?;
         if !host.window.update(header.counter) {
             return Err(DropReason::ReplayAfterDecrypt);
         }
@@ -244,20 +272,33 @@ impl Node {
     }
 
     /// Inner packet must parse, come from the peer's cert IPs/subnets, and pass the firewall.
-    fn check_inbound(&mut self, now: Instant, vpn_ip: VpnIp, packet: &[u8]) -> Result<(), DropReason> {
+    fn check_inbound(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
         let info = ipv4::parse(packet)?;
         let host = self.hostmap.host(vpn_ip).ok_or(DropReason::UnknownIndex)?;
         if !host.peer.allows_source(info.src) {
             return Err(DropReason::InnerSourceNotAllowed);
         }
-        if !self.filter.allow(now, Direction::Inbound, packet, &host.peer) {
+        if !self
+            .filter
+            .allow(now, Direction::Inbound, packet, &host.peer)
+        {
             return Err(DropReason::FirewallInbound);
         }
         Ok(())
     }
 
     /// Without a TUN device only ICMP echo requests to ourselves get an answer.
-    fn disabled_tun_write(&mut self, now: Instant, vpn_ip: VpnIp, packet: &[u8]) -> DatagramOutcome {
+    fn disabled_tun_write(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        packet: &[u8],
+    ) -> DatagramOutcome {
         let to_self = ipv4::parse(packet).is_ok_and(|i| VpnIp::from(i.dst) == self.identity.vpn_ip);
         match ipv4::echo_reply(packet) {
             Some(reply) if to_self => {
@@ -268,7 +309,13 @@ impl Node {
         }
     }
 
-    fn handle_test(&mut self, now: Instant, from: SocketAddr, header: &Header, buf: &mut [u8]) -> DatagramOutcome {
+    fn handle_test(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         let (vpn_ip, n) = match self.open(from, header, buf) {
             Ok(v) => v,
             Err(r) => return DatagramOutcome::Dropped(r),
@@ -278,17 +325,32 @@ impl Node {
         if header.subtype == Subtype::TEST_REQUEST {
             // The reply's content is meaningless to 1.6.1; echo the request like newer Nebulas.
             let payload = buf[HEADER_LEN..HEADER_LEN + n].to_vec();
-            self.send_control(now, vpn_ip, MessageType::Test, Subtype::TEST_REPLY, &payload);
+            self.send_control(
+                now,
+                vpn_ip,
+                MessageType::Test,
+                Subtype::TEST_REPLY,
+                &payload,
+            );
         }
         DatagramOutcome::Handled
     }
 
     /// closeTunnel is authenticated before acting (1.6.1 does not; newer Nebulas do).
-    fn handle_close(&mut self, _now: Instant, from: SocketAddr, header: &Header, buf: &mut [u8]) -> DatagramOutcome {
+    fn handle_close(
+        &mut self,
+        _now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         match self.open(from, header, buf) {
             Ok((vpn_ip, _)) => {
                 self.hostmap.remove_host(vpn_ip);
-                self.push_event(Event::TunnelClosed { vpn_ip, reason: CloseReason::PeerClosed });
+                self.push_event(Event::TunnelClosed {
+                    vpn_ip,
+                    reason: CloseReason::PeerClosed,
+                });
                 DatagramOutcome::Handled
             }
             Err(r) => DatagramOutcome::Dropped(r),
@@ -307,7 +369,10 @@ impl Node {
         if let Err(r) = self.open(from, header, buf) {
             return DatagramOutcome::Dropped(r);
         }
-        if let Some(vpn_ip) = self.hostmap.host_by_index(LocalIndex(header.remote_index.0)) {
+        if let Some(vpn_ip) = self
+            .hostmap
+            .host_by_index(LocalIndex(header.remote_index.0))
+        {
             self.roam(now, vpn_ip, from);
             self.mark_in(vpn_ip);
         }
@@ -315,7 +380,12 @@ impl Node {
     }
 
     /// Fourth recv_error from the tunnel's current remote closes it locally (`handleRecvError`).
-    fn handle_recv_error(&mut self, _now: Instant, from: SocketAddr, header: &Header) -> DatagramOutcome {
+    fn handle_recv_error(
+        &mut self,
+        _now: Instant,
+        from: SocketAddr,
+        header: &Header,
+    ) -> DatagramOutcome {
         let Some(vpn_ip) = self.hostmap.host_by_remote_index(header.remote_index) else {
             return DatagramOutcome::Dropped(DropReason::UnknownIndex);
         };
@@ -330,7 +400,10 @@ impl Node {
             return DatagramOutcome::Handled;
         }
         self.hostmap.remove_host(vpn_ip);
-        self.push_event(Event::TunnelClosed { vpn_ip, reason: CloseReason::RecvError });
+        self.push_event(Event::TunnelClosed {
+            vpn_ip,
+            reason: CloseReason::RecvError,
+        });
         DatagramOutcome::Handled
     }
 
@@ -348,7 +421,9 @@ impl Node {
 
     /// Switches the tunnel to the address an authenticated packet came from (`handleHostRoaming`).
     fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
-        let Some(host) = self.hostmap.host_mut(vpn_ip) else { return };
+        let Some(host) = self.hostmap.host_mut(vpn_ip) else {
+            return;
+        };
         if host.remote == Some(from) {
             return;
         }
@@ -360,7 +435,11 @@ impl Node {
         let old = host.remote;
         host.last_roam = Some((now, old));
         host.remote = Some(from);
-        self.push_event(Event::Roamed { vpn_ip, from: old, to: from });
+        self.push_event(Event::Roamed {
+            vpn_ip,
+            from: old,
+            to: from,
+        });
     }
 
     fn mark_in(&mut self, vpn_ip: VpnIp) {

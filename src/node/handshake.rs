@@ -33,7 +33,11 @@ struct PeerHello {
 
 impl Node {
     /// Creates a pending handshake (stage 0) and makes the first attempt at once.
-    pub(super) fn start_handshake(&mut self, now: Instant, vpn_ip: VpnIp) -> Result<(), DropReason> {
+    pub(super) fn start_handshake(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+    ) -> Result<(), DropReason> {
         if self.hostmap.pending_count() >= self.config.max_pending {
             return Err(DropReason::PendingFull);
         }
@@ -45,9 +49,14 @@ impl Node {
             time: self.wall_ns(now),
             ..Default::default()
         };
-        let payload = NebulaHandshake { details: Some(details), hmac: Vec::new() }.encode_to_vec();
-        let (noise, stage1) =
-            self.stage1_message(seed, &payload).map_err(|_| DropReason::HandshakeNoise)?;
+        let payload = NebulaHandshake {
+            details: Some(details),
+            hmac: Vec::new(),
+        }
+        .encode_to_vec();
+        let (noise, stage1) = self
+            .stage1_message(seed, &payload)
+            .map_err(|_| DropReason::HandshakeNoise)?;
         self.hostmap.insert_pending(PendingHandshake {
             vpn_ip,
             local_index,
@@ -73,8 +82,12 @@ impl Node {
     ) -> Result<(NoiseHandshake, Vec<u8>), crate::crypto::HandshakeError> {
         let mut noise =
             NoiseHandshake::initiator(self.config.cipher, &self.identity.static_secret, seed)?;
-        let header =
-            Header::new(MessageType::Handshake, Subtype::HANDSHAKE_IX_PSK0, RemoteIndex(0), 1);
+        let header = Header::new(
+            MessageType::Handshake,
+            Subtype::HANDSHAKE_IX_PSK0,
+            RemoteIndex(0),
+            1,
+        );
         let mut msg = header.encode().to_vec();
         noise.write_message(payload, &mut msg)?;
         Ok((noise, msg))
@@ -83,7 +96,10 @@ impl Node {
     /// Runs retries that are due and expires handshakes out of retries.
     pub(super) fn handshake_timers(&mut self, now: Instant) {
         for ip in self.hostmap.pending_ips() {
-            let due = self.hostmap.pending(ip).is_some_and(|p| p.next_attempt <= now);
+            let due = self
+                .hostmap
+                .pending(ip)
+                .is_some_and(|p| p.next_attempt <= now);
             if due {
                 self.handshake_attempt(now, ip);
             }
@@ -93,11 +109,16 @@ impl Node {
     /// One attempt: send the stored stage 1 to every known address, then back off linearly.
     fn handshake_attempt(&mut self, now: Instant, vpn_ip: VpnIp) {
         let retries = self.config.handshake_retries;
-        let Some(p) = self.hostmap.pending(vpn_ip) else { return };
+        let Some(p) = self.hostmap.pending(vpn_ip) else {
+            return;
+        };
         if p.attempts >= retries {
             if let Some(p) = self.hostmap.remove_pending(vpn_ip) {
                 let dropped_packets = p.queue.len();
-                self.push_event(Event::HandshakeTimedOut { vpn_ip, dropped_packets });
+                self.push_event(Event::HandshakeTimedOut {
+                    vpn_ip,
+                    dropped_packets,
+                });
             }
             return;
         }
@@ -119,7 +140,12 @@ impl Node {
 
     /// Known underlay addresses of a peer. Lighthouse answers will be merged in here later.
     fn remotes_for(&self, vpn_ip: VpnIp) -> Vec<SocketAddr> {
-        let mut v = self.config.static_host_map.get(&vpn_ip).cloned().unwrap_or_default();
+        let mut v = self
+            .config
+            .static_host_map
+            .get(&vpn_ip)
+            .cloned()
+            .unwrap_or_default();
         v.sort();
         v.dedup();
         v
@@ -148,7 +174,12 @@ impl Node {
     }
 
     /// Responder side (`ixHandshakeStage1` + `CheckAndComplete`).
-    fn handle_stage1(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) -> Result<(), DropReason> {
+    fn handle_stage1(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
         let noise_part = &packet[HEADER_LEN..];
         if let Some(cached) = self.duplicate_stage1(noise_part) {
             self.push_transmit(from, cached);
@@ -158,7 +189,9 @@ impl Node {
         let mut noise =
             NoiseHandshake::responder(self.config.cipher, &self.identity.static_secret, seed)
                 .map_err(|_| DropReason::HandshakeNoise)?;
-        let payload = noise.read_message(noise_part).map_err(|_| DropReason::HandshakeNoise)?;
+        let payload = noise
+            .read_message(noise_part)
+            .map_err(|_| DropReason::HandshakeNoise)?;
         let hello = self.read_hello(&noise, &payload, now)?;
         let vpn_ip = hello.peer.vpn_ip;
         if vpn_ip == self.identity.vpn_ip {
@@ -175,12 +208,17 @@ impl Node {
         if self.hostmap.pending(vpn_ip).is_some() && !overwrite {
             return Err(DropReason::HandshakeLostRace);
         }
-        if self.hostmap.host(vpn_ip).is_none() && self.hostmap.host_count() >= self.config.max_hosts {
+        if self.hostmap.host(vpn_ip).is_none() && self.hostmap.host_count() >= self.config.max_hosts
+        {
             return Err(DropReason::HostMapFull);
         }
         let local_index = self.new_local_index()?;
         let (stage2, session) = self.stage2_message(noise, &hello.details, local_index, now)?;
-        let queue = self.hostmap.remove_pending(vpn_ip).map(|p| p.queue).unwrap_or_default();
+        let queue = self
+            .hostmap
+            .remove_pending(vpn_ip)
+            .map(|p| p.queue)
+            .unwrap_or_default();
         let host = HostInfo {
             vpn_ip,
             local_index,
@@ -207,7 +245,9 @@ impl Node {
     fn duplicate_stage1(&self, noise_part: &[u8]) -> Option<Vec<u8>> {
         // 1.6.1 finds the tunnel by VPN IP after verifying the cert; identical bytes imply the
         // same cert, so looking up by the ephemeral key first is equivalent and skips the DH.
-        self.hostmap.host_by_stage1(noise_part).map(|h| h.stage2.clone())
+        self.hostmap
+            .host_by_stage1(noise_part)
+            .map(|h| h.stage2.clone())
     }
 
     /// Parses the handshake payload and verifies the recombined certificate.
@@ -241,7 +281,11 @@ impl Node {
             time: self.wall_ns(now),
             ..request.clone()
         };
-        let payload = NebulaHandshake { details: Some(details), hmac: Vec::new() }.encode_to_vec();
+        let payload = NebulaHandshake {
+            details: Some(details),
+            hmac: Vec::new(),
+        }
+        .encode_to_vec();
         let header = Header::new(
             MessageType::Handshake,
             Subtype::HANDSHAKE_IX_PSK0,
@@ -249,8 +293,12 @@ impl Node {
             2,
         );
         let mut msg = header.encode().to_vec();
-        noise.write_message(&payload, &mut msg).map_err(|_| DropReason::HandshakeNoise)?;
-        let session = noise.into_session().map_err(|_| DropReason::HandshakeNoise)?;
+        noise
+            .write_message(&payload, &mut msg)
+            .map_err(|_| DropReason::HandshakeNoise)?;
+        let session = noise
+            .into_session()
+            .map_err(|_| DropReason::HandshakeNoise)?;
         Ok((msg, session))
     }
 
@@ -295,7 +343,10 @@ impl Node {
             self.retry_after_wrong_host(now, pending, from);
             return Err(DropReason::HandshakeWrongHost);
         }
-        let session = pending.noise.into_session().map_err(|_| DropReason::HandshakeNoise)?;
+        let session = pending
+            .noise
+            .into_session()
+            .map_err(|_| DropReason::HandshakeNoise)?;
         let host = HostInfo {
             vpn_ip,
             local_index: pending.local_index,
@@ -319,7 +370,9 @@ impl Node {
 
     /// Restores the initiator state after a failed stage-2 read (the seed makes it identical).
     fn rebuild_pending_noise(&mut self, vpn_ip: VpnIp) {
-        let Some(p) = self.hostmap.pending(vpn_ip) else { return };
+        let Some(p) = self.hostmap.pending(vpn_ip) else {
+            return;
+        };
         let (seed, payload) = (p.noise_seed, p.stage1_payload.clone());
         if let Ok((noise, _)) = self.stage1_message(seed, &payload) {
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
@@ -330,8 +383,14 @@ impl Node {
 
     /// The wrong host answered: block that address and keep trying the others with a fresh
     /// Noise state for the same stage 1 (the queue is kept).
-    fn retry_after_wrong_host(&mut self, now: Instant, mut pending: PendingHandshake, from: SocketAddr) {
-        let Ok((noise, _)) = self.stage1_message(pending.noise_seed, &pending.stage1_payload) else {
+    fn retry_after_wrong_host(
+        &mut self,
+        now: Instant,
+        mut pending: PendingHandshake,
+        from: SocketAddr,
+    ) {
+        let Ok((noise, _)) = self.stage1_message(pending.noise_seed, &pending.stage1_payload)
+        else {
             return;
         };
         pending.noise = noise;
@@ -344,9 +403,16 @@ impl Node {
     fn complete(&mut self, now: Instant, host: HostInfo, queue: VecDeque<Vec<u8>>) {
         let (vpn_ip, remote, initiator) = (host.vpn_ip, host.remote, host.initiator);
         if self.hostmap.insert_host(host).is_some() {
-            self.push_event(Event::TunnelClosed { vpn_ip, reason: CloseReason::Replaced });
+            self.push_event(Event::TunnelClosed {
+                vpn_ip,
+                reason: CloseReason::Replaced,
+            });
         }
-        self.push_event(Event::HandshakeComplete { vpn_ip, remote, initiator });
+        self.push_event(Event::HandshakeComplete {
+            vpn_ip,
+            remote,
+            initiator,
+        });
         for packet in queue {
             self.send_queued(now, vpn_ip, &packet);
         }

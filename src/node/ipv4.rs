@@ -47,7 +47,12 @@ pub fn parse(p: &[u8]) -> Result<Ipv4Info, DropReason> {
     }
     let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
     let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-    Ok(Ipv4Info { src, dst, protocol, ihl })
+    Ok(Ipv4Info {
+        src,
+        dst,
+        protocol,
+        ihl,
+    })
 }
 
 /// If `p` is an ICMP echo request, the matching echo reply (addresses swapped, checksums fixed).
@@ -137,7 +142,11 @@ mod tests {
         let mut udp = vec![0u8; 22];
         udp[0] = 0x45;
         udp[9] = 17;
-        assert_eq!(parse(&udp), Err(DropReason::MalformedIp), "ports unreadable");
+        assert_eq!(
+            parse(&udp),
+            Err(DropReason::MalformedIp),
+            "ports unreadable"
+        );
         let mut bad_ihl = vec![0u8; 40];
         bad_ihl[0] = 0x44;
         assert_eq!(parse(&bad_ihl), Err(DropReason::MalformedIp));

@@ -7,6 +7,7 @@
 //! Certificates are checked through [`CertVerifier`], packets filtered through [`PacketFilter`]
 //! (the firewall plugs in there); this module implements neither.
 
+mod certs;
 mod conn_manager;
 mod datapath;
 mod handshake;
@@ -24,6 +25,7 @@ use rand::{RngCore, SeedableRng};
 
 use crate::crypto::{Cipher, StaticSecret};
 
+pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use types::{Cidr, DropCounters, DropReason, LocalIndex, PeerCert, VpnIp};
 
@@ -154,18 +156,38 @@ pub enum CloseReason {
 /// Things the driver may want to log or act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    HandshakeComplete { vpn_ip: VpnIp, remote: Option<SocketAddr>, initiator: bool },
-    HandshakeTimedOut { vpn_ip: VpnIp, dropped_packets: usize },
-    HandshakeFailed { vpn_ip: VpnIp, reason: DropReason },
-    TunnelClosed { vpn_ip: VpnIp, reason: CloseReason },
-    Roamed { vpn_ip: VpnIp, from: Option<SocketAddr>, to: SocketAddr },
+    HandshakeComplete {
+        vpn_ip: VpnIp,
+        remote: Option<SocketAddr>,
+        initiator: bool,
+    },
+    HandshakeTimedOut {
+        vpn_ip: VpnIp,
+        dropped_packets: usize,
+    },
+    HandshakeFailed {
+        vpn_ip: VpnIp,
+        reason: DropReason,
+    },
+    TunnelClosed {
+        vpn_ip: VpnIp,
+        reason: CloseReason,
+    },
+    Roamed {
+        vpn_ip: VpnIp,
+        from: Option<SocketAddr>,
+        to: SocketAddr,
+    },
 }
 
 /// Result of [`Node::handle_tun_packet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TunOutcome {
     /// `out[..len]` is a sealed datagram for `to`.
-    Send { to: SocketAddr, len: usize },
+    Send {
+        to: SocketAddr,
+        len: usize,
+    },
     /// Held until the handshake completes (handshake packets are in `poll_transmit`).
     Queued,
     /// Consumed without a datagram in `out` (e.g. answered locally).
@@ -257,10 +279,11 @@ impl Node {
     /// Earliest time `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.hostmap.pending_iter().map(|p| p.next_attempt);
-        let hosts = self
-            .hostmap
-            .hosts()
-            .flat_map(|h| [h.liveness.check_at, h.liveness.delete_at].into_iter().flatten());
+        let hosts = self.hostmap.hosts().flat_map(|h| {
+            [h.liveness.check_at, h.liveness.delete_at]
+                .into_iter()
+                .flatten()
+        });
         pending.chain(hosts).min()
     }
 
@@ -288,9 +311,18 @@ impl Node {
 
     /// Sends an authenticated closeTunnel to `vpn_ip` and deletes the tunnel.
     pub fn close_tunnel(&mut self, now: Instant, vpn_ip: VpnIp) {
-        self.send_control(now, vpn_ip, crate::wire::MessageType::CloseTunnel, crate::wire::Subtype::NONE, &[]);
+        self.send_control(
+            now,
+            vpn_ip,
+            crate::wire::MessageType::CloseTunnel,
+            crate::wire::Subtype::NONE,
+            &[],
+        );
         if self.hostmap.remove_host(vpn_ip).is_some() {
-            self.push_event(Event::TunnelClosed { vpn_ip, reason: CloseReason::Local });
+            self.push_event(Event::TunnelClosed {
+                vpn_ip,
+                reason: CloseReason::Local,
+            });
         }
     }
 
@@ -302,7 +334,8 @@ impl Node {
 
     fn wall_ns(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.start).as_nanos();
-        self.start_unix_ns.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+        self.start_unix_ns
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
 
     fn next_seed(&mut self) -> [u8; 32] {

@@ -75,6 +75,8 @@ pub struct PeerCert {
     pub fingerprint: String,
     /// Hex fingerprint of the issuing CA.
     pub issuer: String,
+    /// Name of the issuing CA (firewall `ca_name`).
+    pub issuer_name: String,
 }
 
 impl PeerCert {
@@ -162,7 +164,11 @@ impl DropCounters {
 
     /// Non-zero counters, for stats and test diagnostics.
     pub fn nonzero(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL.iter().filter(|r| self.get(**r) > 0).map(|r| (*r, self.get(*r))).collect()
+        DropReason::ALL
+            .iter()
+            .filter(|r| self.get(**r) > 0)
+            .map(|r| (*r, self.get(*r)))
+            .collect()
     }
 }
 
@@ -191,9 +197,13 @@ mod tests {
             groups: vec![],
             fingerprint: String::new(),
             issuer: String::new(),
+            issuer_name: String::new(),
         };
         assert!(p.allows_source(Ipv4Addr::new(10, 42, 1, 5)));
-        assert!(!p.allows_source(Ipv4Addr::new(10, 42, 1, 6)), "cert IP is exact, not its network");
+        assert!(
+            !p.allows_source(Ipv4Addr::new(10, 42, 1, 6)),
+            "cert IP is exact, not its network"
+        );
         assert!(p.allows_source(Ipv4Addr::new(192, 168, 7, 99)));
         assert!(!p.allows_source(Ipv4Addr::new(192, 168, 8, 1)));
     }

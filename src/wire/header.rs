@@ -110,7 +110,14 @@ impl Header {
         remote_index: RemoteIndex,
         counter: u64,
     ) -> Self {
-        Header { version: VERSION, message_type, subtype, reserved: 0, remote_index, counter }
+        Header {
+            version: VERSION,
+            message_type,
+            subtype,
+            reserved: 0,
+            remote_index,
+            counter,
+        }
     }
 
     /// Parses the first 16 bytes of `b`; never panics.
@@ -161,7 +168,12 @@ mod tests {
     fn round_trip_all_types() {
         for t in 0u8..7 {
             let mt = MessageType::from_u8(t).unwrap();
-            let h = Header::new(mt, Subtype(t % 2), RemoteIndex(0xdead_beef), 0x0102_0304_0506_0708);
+            let h = Header::new(
+                mt,
+                Subtype(t % 2),
+                RemoteIndex(0xdead_beef),
+                0x0102_0304_0506_0708,
+            );
             let b = h.encode();
             assert_eq!(b[0], 0x10 | t);
             assert_eq!(&b[4..8], &[0xde, 0xad, 0xbe, 0xef]);
@@ -198,11 +210,18 @@ mod tests {
             (&[0xf1; 16], Ok(())),
         ];
         for (input, want) in cases {
-            assert_eq!(Header::parse(input).map(|_| ()), *want, "input {input:02x?}");
+            assert_eq!(
+                Header::parse(input).map(|_| ()),
+                *want,
+                "input {input:02x?}"
+            );
         }
         // Version nibble and reserved bytes are carried but not judged (1.6.1 behaviour).
         let h = Header::parse(&[0xf1, 9, 0xab, 0xcd, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]).unwrap();
-        assert_eq!((h.version, h.subtype, h.reserved), (0xf, Subtype(9), 0xabcd));
+        assert_eq!(
+            (h.version, h.subtype, h.reserved),
+            (0xf, Subtype(9), 0xabcd)
+        );
         assert_eq!(h.message_type, MessageType::Message);
     }
 

@@ -134,7 +134,10 @@ mod tests {
         };
         let b = hs.encode_to_vec();
         // field 1 (len 11): cert(1) 2 bytes, initiator index(2), time(5); zero fields omitted.
-        assert_eq!(b, hex::decode("0a0b0a02aabb1084868808 2805".replace(' ', "")).unwrap());
+        assert_eq!(
+            b,
+            hex::decode("0a0b0a02aabb1084868808 2805".replace(' ', "")).unwrap()
+        );
         assert_eq!(NebulaHandshake::decode(b.as_slice()).unwrap(), hs);
     }
 
@@ -146,7 +149,11 @@ mod tests {
                 vpn_ip: 1,
                 ip4_and_ports: vec![Ip4AndPort { ip: 2, port: 3 }],
                 counter: 0,
-                ip6_and_ports: vec![Ip6AndPort { hi: 0xfd00_0000_0000_0000, lo: 2, port: 47003 }],
+                ip6_and_ports: vec![Ip6AndPort {
+                    hi: 0xfd00_0000_0000_0000,
+                    lo: 2,
+                    port: 47003,
+                }],
                 relay_vpn_ip: vec![7, 8],
             }),
         };
