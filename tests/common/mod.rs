@@ -12,7 +12,9 @@ pub fn meshd_bin() -> PathBuf {
 
 /// True when running under CI, where nothing may be skipped.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| !v.is_empty() && v != "false" && v != "0")
+        .unwrap_or(false)
 }
 
 /// Returns true if `tool` is on PATH. When it is not: under CI the test fails, elsewhere the test
@@ -25,7 +27,10 @@ pub fn require_tool(test: &str, tool: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !found {
-        skip_or_fail(test, &format!("{tool} is not installed (bash .ci/deps installs it)"));
+        skip_or_fail(
+            test,
+            &format!("{tool} is not installed (bash .ci/deps installs it)"),
+        );
     }
     found
 }

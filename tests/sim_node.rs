@@ -1,0 +1,522 @@
+//! Whole-node scenarios in a simulated network (virtual time, fixed seeds): handshakes in both
+//! roles and ciphers, loss and retransmission, duplicates, simultaneous initiation, replay,
+//! reordering, tampering, restarts, roaming, recv_error, closeTunnel and the connection manager.
+
+mod node_sim;
+
+use std::time::Duration;
+
+use meshd::crypto::Cipher;
+use meshd::node::{CloseReason, DropReason, Event, TunOutcome, VpnIp};
+use meshd::wire::MessageType;
+use node_sim::{kind, Sim, Tap};
+
+const S: Duration = Duration::from_secs(1);
+const CIPHERS: [Cipher; 2] = [Cipher::AesGcm, Cipher::ChaChaPoly];
+
+fn pair(seed: u64, cipher: Cipher) -> Sim {
+    let mut sim = Sim::new(seed, cipher);
+    sim.add_node(1);
+    sim.add_node(2);
+    sim
+}
+
+fn closed(sim: &Sim, i: usize, reason: CloseReason) -> bool {
+    sim.nodes[i]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TunnelClosed { reason: r, .. } if *r == reason))
+}
+
+#[test]
+fn handshake_both_roles_both_ciphers() {
+    for cipher in CIPHERS {
+        for (a, b) in [(0, 1), (1, 0)] {
+            let mut sim = pair(1, cipher);
+            assert_eq!(sim.ping(a, b, 1), TunOutcome::Queued);
+            sim.run_for(S);
+            assert!(sim.got_reply(a, b, 1), "{cipher:?} {a}->{b}");
+            assert!(sim.tunnel_consistent(a, b));
+            assert!(sim.host(a, b).unwrap().initiator && !sim.host(b, a).unwrap().initiator);
+            // Reverse direction over the same tunnel; first data counters are 3.
+            assert!(matches!(sim.ping(b, a, 2), TunOutcome::Send { .. }));
+            sim.run_for(S);
+            assert!(sim.got_reply(b, a, 2));
+            assert_eq!(
+                sim.host(a, b).unwrap().counter,
+                4,
+                "ping + reply sent by the initiator"
+            );
+        }
+    }
+}
+
+#[test]
+fn lost_stage1_is_retransmitted_identically() {
+    let mut sim = pair(2, Cipher::AesGcm);
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Vec<u8>>::new()));
+    let s2 = seen.clone();
+    sim.tap = Some(Box::new(move |d| {
+        if kind(&d.bytes) == Some((MessageType::Handshake, 1)) {
+            s2.borrow_mut().push(d.bytes.clone());
+            if s2.borrow().len() <= 3 {
+                return Tap::Drop;
+            }
+        }
+        Tap::Pass
+    }));
+    sim.ping(0, 1, 1);
+    sim.run_for(S);
+    assert!(
+        sim.got_reply(0, 1, 1),
+        "queued packet flushed after the 4th attempt"
+    );
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "identical stage-1 bytes on every retry"
+    );
+}
+
+#[test]
+fn retry_schedule_is_linear_and_times_out() {
+    let mut sim = pair(3, Cipher::AesGcm);
+    sim.nodes[1].online = false;
+    let times = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let t2 = times.clone();
+    let start = sim.now;
+    sim.tap = Some(Box::new(move |d| {
+        if kind(&d.bytes) == Some((MessageType::Handshake, 1)) {
+            t2.borrow_mut().push((d.at - start).as_millis());
+        }
+        Tap::Pass
+    }));
+    sim.ping(0, 1, 1);
+    for seq in 2..=150 {
+        sim.ping(0, 1, seq);
+    }
+    sim.run_for(10 * S);
+    // attempt n+1 follows attempt n by n × 100ms; 10 attempts in all.
+    assert_eq!(
+        *times.borrow(),
+        vec![0, 100, 300, 600, 1000, 1500, 2100, 2800, 3600, 4500]
+    );
+    assert!(sim.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::HandshakeTimedOut {
+            dropped_packets: 100,
+            ..
+        }
+    )));
+    assert_eq!(
+        sim.nodes[0]
+            .node
+            .drops()
+            .get(DropReason::HandshakeQueueFull),
+        50
+    );
+    assert_eq!(sim.nodes[0].node.hostmap().pending_count(), 0);
+}
+
+#[test]
+fn lost_stage2_gets_cached_stage2_again() {
+    for cipher in CIPHERS {
+        let mut sim = pair(4, cipher);
+        let stage2s = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Vec<u8>>::new()));
+        let s2 = stage2s.clone();
+        sim.tap = Some(Box::new(move |d| {
+            if kind(&d.bytes) == Some((MessageType::Handshake, 2)) {
+                s2.borrow_mut().push(d.bytes.clone());
+                if s2.borrow().len() == 1 {
+                    return Tap::Drop;
+                }
+            }
+            Tap::Pass
+        }));
+        sim.ping(0, 1, 1);
+        sim.run_for(S);
+        assert!(sim.got_reply(0, 1, 1));
+        let v = stage2s.borrow();
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0], v[1],
+            "duplicate stage 1 answered with the cached stage 2"
+        );
+        assert!(sim.tunnel_consistent(0, 1));
+        assert_eq!(sim.nodes[1].node.hostmap().host_count(), 1);
+    }
+}
+
+#[test]
+fn lossy_duplicating_reordering_network_still_converges() {
+    for seed in 10..16 {
+        let mut sim = pair(
+            seed,
+            if seed % 2 == 0 {
+                Cipher::AesGcm
+            } else {
+                Cipher::ChaChaPoly
+            },
+        );
+        sim.loss = 0.2;
+        sim.duplicate = 0.3;
+        sim.jitter = Duration::from_millis(30);
+        let mut ok = 0;
+        for seq in 1..=30 {
+            sim.ping(0, 1, seq);
+            sim.run_for(Duration::from_millis(200));
+        }
+        sim.run_for(2 * S);
+        for seq in 1..=30 {
+            ok += sim.got_reply(0, 1, seq) as u32;
+        }
+        assert!(sim.tunnel_consistent(0, 1), "seed {seed}");
+        // 20% loss each way: most pings should still make it, none twice.
+        assert!(ok >= 10, "seed {seed}: {ok} replies");
+        let mut r = sim.nodes[0].replies.clone();
+        let n = r.len();
+        r.dedup();
+        assert_eq!(
+            r.len(),
+            n,
+            "seed {seed}: duplicated datagrams delivered twice to TUN"
+        );
+        assert_eq!(sim.nodes[1].node.drops().get(DropReason::AuthFailed), 0);
+    }
+}
+
+#[test]
+fn simultaneous_initiation_higher_vpn_ip_wins() {
+    for cipher in CIPHERS {
+        let mut sim = pair(5, cipher);
+        sim.ping(0, 1, 1);
+        sim.ping(1, 0, 2);
+        sim.run_for(S);
+        assert!(sim.tunnel_consistent(0, 1));
+        assert!(
+            sim.got_reply(0, 1, 1) && sim.got_reply(1, 0, 2),
+            "both queues flushed"
+        );
+        // 10.0.0.2's handshake wins: it is the initiator on both sides.
+        assert!(sim.host(1, 0).unwrap().initiator);
+        assert!(!sim.host(0, 1).unwrap().initiator);
+        assert!(sim.nodes[1].node.drops().get(DropReason::HandshakeLostRace) >= 1);
+    }
+}
+
+#[test]
+fn replayed_tampered_and_unknown_packets() {
+    let mut sim = pair(6, Cipher::AesGcm);
+    let data = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let d2 = data.clone();
+    sim.tap = Some(Box::new(move |d| {
+        if kind(&d.bytes).is_some_and(|(t, _)| t == MessageType::Message) {
+            d2.borrow_mut().push(d.clone());
+        }
+        Tap::Pass
+    }));
+    assert!(sim.ping_ok(0, 1, 1, S));
+    let first = data.borrow()[0].clone();
+    let before = sim.nodes[1].tun_packets;
+    // Replay: refused before decryption, answered with a recv_error (one strike for node 0).
+    sim.inject(first.from, first.to, first.bytes.clone());
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].tun_packets, before);
+    assert_eq!(sim.nodes[1].node.drops().get(DropReason::Replay), 1);
+    assert_eq!(sim.host(0, 1).unwrap().recv_errors, 1);
+    // Tampered fresh counter: silently dropped, no recv_error.
+    let mut t = first.bytes.clone();
+    t[8..16].copy_from_slice(&500u64.to_be_bytes());
+    sim.inject(first.from, first.to, t.clone());
+    let last = t.len() - 1;
+    t[last] ^= 1;
+    sim.inject(first.from, first.to, t);
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].node.drops().get(DropReason::AuthFailed), 2);
+    assert_eq!(sim.host(0, 1).unwrap().recv_errors, 1);
+    // After the forged counter 500 failed, the window did not move: counter 4.. still fine.
+    assert!(sim.ping_ok(0, 1, 2, S));
+    // Unknown index gets a recv_error that nobody owns.
+    let mut u = first.bytes.clone();
+    u[4..8].copy_from_slice(&[9, 9, 9, 9]);
+    sim.inject(first.from, first.to, u);
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].node.drops().get(DropReason::UnknownIndex), 1);
+    assert_eq!(sim.nodes[0].node.drops().get(DropReason::UnknownIndex), 1);
+    // Garbage and short datagrams.
+    sim.inject(first.from, first.to, vec![0]);
+    sim.inject(first.from, first.to, vec![0x1f; 40]);
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].node.drops().get(DropReason::ShortDatagram), 1);
+    assert_eq!(
+        sim.nodes[1]
+            .node
+            .drops()
+            .get(DropReason::UnknownMessageType),
+        1
+    );
+}
+
+#[test]
+fn four_recv_errors_from_current_remote_close_the_tunnel() {
+    let mut sim = pair(7, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    sim.restart(1, 0); // node 1 forgets the tunnel; node 0 does not know
+    for seq in 2..=4 {
+        sim.ping(0, 1, seq);
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert!(sim.host(0, 1).is_some(), "three strikes are ignored");
+    sim.ping(0, 1, 5);
+    sim.run_for(Duration::from_millis(50));
+    assert!(sim.host(0, 1).is_none());
+    assert!(closed(&sim, 0, CloseReason::RecvError));
+    // Traffic re-handshakes.
+    assert!(sim.ping_ok(0, 1, 6, S));
+    assert!(sim.tunnel_consistent(0, 1));
+}
+
+#[test]
+fn spoofed_recv_errors_from_elsewhere_do_not_close() {
+    let mut sim = pair(8, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    let idx = sim.host(0, 1).unwrap().remote_index;
+    let to = sim.nodes[0].addr;
+    let spoof = "198.51.100.7:9".parse().unwrap();
+    for _ in 0..10 {
+        let h =
+            meshd::wire::Header::new(MessageType::RecvError, meshd::wire::Subtype::NONE, idx, 0);
+        sim.inject(spoof, to, h.encode().to_vec());
+    }
+    sim.run_for(S);
+    assert!(sim.host(0, 1).is_some());
+    assert!(sim.ping_ok(0, 1, 2, S));
+}
+
+#[test]
+fn restarted_peer_with_newer_clock_replaces_tunnel() {
+    let mut sim = pair(9, Cipher::ChaChaPoly);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    let old = sim.host(0, 1).unwrap().remote_index;
+    sim.run_for(S);
+    sim.restart(1, 0);
+    assert!(
+        sim.ping_ok(1, 0, 2, S),
+        "restarted node handshakes and is accepted"
+    );
+    assert_ne!(sim.host(0, 1).unwrap().remote_index, old);
+    assert!(closed(&sim, 0, CloseReason::Replaced));
+    assert!(sim.tunnel_consistent(0, 1));
+}
+
+#[test]
+fn restarted_peer_with_older_clock_recovers_via_recv_errors() {
+    let mut sim = pair(10, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    sim.restart(1, -30);
+    // Node 0 refuses the older handshake and sends TestRequests over the old tunnel; the
+    // restarted node answers them with recv_errors until node 0 gives up the old tunnel.
+    assert!(sim.ping_ok(1, 0, 2, 6 * S));
+    assert!(sim.nodes[0].node.drops().get(DropReason::HandshakeTooOld) >= 4);
+    assert!(closed(&sim, 0, CloseReason::RecvError));
+    assert!(sim.tunnel_consistent(0, 1));
+}
+
+#[test]
+fn roaming_follows_authenticated_packets_only() {
+    let mut sim = pair(11, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    sim.rebind(0, 5555);
+    assert!(sim.ping_ok(0, 1, 2, S), "reply reaches the new address");
+    assert_eq!(sim.host(1, 0).unwrap().remote, Some(sim.nodes[0].addr));
+    assert!(sim.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Roamed { .. })));
+    // A forged packet from another address does not move the tunnel.
+    let idx = sim.host(0, 1).unwrap().remote_index;
+    let mut forged =
+        meshd::wire::Header::new(MessageType::Message, meshd::wire::Subtype::NONE, idx, 999)
+            .encode()
+            .to_vec();
+    forged.extend_from_slice(&[0u8; 40]);
+    sim.inject("203.0.113.9:1".parse().unwrap(), sim.nodes[1].addr, forged);
+    sim.run_for(S);
+    assert_eq!(sim.host(1, 0).unwrap().remote, Some(sim.nodes[0].addr));
+}
+
+#[test]
+fn connection_manager_tears_down_silent_peer_and_traffic_rehandshakes() {
+    let mut sim = pair(12, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    // The first check sees the reply and disarms; only new outbound traffic re-arms it (1.6.1).
+    sim.run_for(6 * S);
+    sim.nodes[1].online = false;
+    sim.ping(0, 1, 2);
+    sim.run_for(4 * S);
+    assert!(sim.host(0, 1).is_some());
+    sim.run_for(2 * S); // alive check at +5s sends a TestRequest
+    assert!(sim.host(0, 1).is_some());
+    assert!(sim
+        .flow
+        .iter()
+        .any(|l| l.contains("NOHOST") && l.contains("Test/0")));
+    sim.run_for(10 * S); // deletion 10s later
+    assert!(sim.host(0, 1).is_none());
+    assert!(closed(&sim, 0, CloseReason::Silent));
+    sim.nodes[1].online = true;
+    assert!(sim.ping_ok(0, 1, 3, 2 * S));
+}
+
+#[test]
+fn connection_manager_keeps_live_tunnel() {
+    let mut sim = pair(13, Cipher::AesGcm);
+    for seq in 1..=30 {
+        assert!(sim.ping_ok(0, 1, seq, S));
+        sim.run_for(S);
+    }
+    assert_eq!(
+        sim.nodes[0]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::HandshakeComplete { .. }))
+            .count(),
+        1
+    );
+    // Test packets sent by the idle side get answered and keep the tunnel up too.
+    let (now, peer) = (sim.now, VpnIp::from(sim.nodes[1].vpn_ip));
+    sim.nodes[0].node.send_test_request(now, peer);
+    sim.flush(0);
+    sim.run_for(20 * S);
+    assert!(sim.host(0, 1).is_some());
+}
+
+#[test]
+fn close_tunnel_is_authenticated() {
+    let mut sim = pair(14, Cipher::ChaChaPoly);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    // Forged closeTunnel with the right index: ignored.
+    let idx = sim.host(1, 0).unwrap().local_index;
+    let mut forged = meshd::wire::Header::new(
+        MessageType::CloseTunnel,
+        meshd::wire::Subtype::NONE,
+        meshd::wire::RemoteIndex(idx.0),
+        100,
+    )
+    .encode()
+    .to_vec();
+    forged.extend_from_slice(&[0u8; 16]);
+    sim.inject(sim.nodes[0].addr, sim.nodes[1].addr, forged);
+    sim.run_for(S);
+    assert!(sim.host(1, 0).is_some());
+    let now = sim.now;
+    sim.nodes[0].node.close_all(now);
+    sim.flush(0);
+    sim.run_for(S);
+    assert!(sim.host(1, 0).is_none());
+    assert!(closed(&sim, 1, CloseReason::PeerClosed));
+}
+
+#[test]
+fn foreign_ca_and_self_handshakes_are_refused() {
+    let mut sim = pair(15, Cipher::AesGcm);
+    // A node whose cert comes from another CA.
+    let mut other = Sim::new(99, Cipher::AesGcm);
+    other.add_node(1);
+    other.add_node(3);
+    let captured = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let c2 = captured.clone();
+    other.tap = Some(Box::new(move |d| {
+        *c2.borrow_mut() = Some(d.bytes.clone());
+        Tap::Drop
+    }));
+    other.ping(1, 0, 1);
+    let stage1 = captured.borrow_mut().take().expect("stage 1 produced");
+    assert_eq!(kind(&stage1), Some((MessageType::Handshake, 1)));
+    sim.inject("192.0.2.3:4242".parse().unwrap(), sim.nodes[1].addr, stage1);
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].node.drops().get(DropReason::HandshakeCert), 1);
+    assert_eq!(sim.nodes[1].node.hostmap().host_count(), 0);
+}
+
+#[test]
+fn inner_source_must_be_peer_cert_ip() {
+    let mut sim = pair(16, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    let before = sim.nodes[1].tun_packets;
+    let spoofed = meshd::node::ipv4::echo_request(
+        std::net::Ipv4Addr::new(10, 0, 0, 77),
+        sim.nodes[1].vpn_ip,
+        1,
+        9,
+        b"spoof",
+    );
+    assert!(matches!(sim.tun_in(0, &spoofed), TunOutcome::Send { .. }));
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].tun_packets, before);
+    assert_eq!(
+        sim.nodes[1]
+            .node
+            .drops()
+            .get(DropReason::InnerSourceNotAllowed),
+        1
+    );
+}
+
+#[test]
+fn tun_disabled_node_answers_echo_itself() {
+    let mut sim = Sim::new(17, Cipher::ChaChaPoly);
+    sim.add_node(1);
+    sim.add_node_with(2, |c| c.tun_disabled = true);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    assert_eq!(
+        sim.nodes[1].tun_packets, 0,
+        "nothing reached the (absent) TUN of node 1"
+    );
+    // Non-echo traffic to a tun-disabled node is dropped.
+    let mut udp =
+        meshd::node::ipv4::echo_request(sim.nodes[0].vpn_ip, sim.nodes[1].vpn_ip, 1, 2, b"xxxx");
+    udp[9] = 17;
+    sim.tun_in(0, &udp);
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].node.drops().get(DropReason::TunDisabled), 1);
+}
+
+#[test]
+fn outbound_tun_edge_cases() {
+    let mut sim = pair(18, Cipher::AesGcm);
+    let me = sim.nodes[0].vpn_ip;
+    let cases = [
+        (std::net::Ipv4Addr::new(10, 0, 0, 1), DropReason::ToSelf),
+        (std::net::Ipv4Addr::new(10, 0, 1, 1), DropReason::NoRoute),
+        (
+            std::net::Ipv4Addr::new(10, 0, 0, 255),
+            DropReason::BroadcastOrMulticast,
+        ),
+    ];
+    for (dst, want) in cases {
+        let p = meshd::node::ipv4::echo_request(me, dst, 1, 1, b"");
+        assert_eq!(sim.tun_in(0, &p), TunOutcome::Dropped(want), "{dst}");
+    }
+    assert_eq!(
+        sim.tun_in(0, &[0x60; 40]),
+        TunOutcome::Dropped(DropReason::NotIpv4)
+    );
+    let mut truncated_udp = [0u8; 22];
+    truncated_udp[0] = 0x45;
+    truncated_udp[9] = 17;
+    assert_eq!(
+        sim.tun_in(0, &truncated_udp),
+        TunOutcome::Dropped(DropReason::MalformedIp)
+    );
+    // Too small an output buffer on an established tunnel.
+    assert!(sim.ping_ok(0, 1, 1, S));
+    let p = meshd::node::ipv4::echo_request(me, sim.nodes[1].vpn_ip, 1, 2, b"payload");
+    let mut small = [0u8; 40];
+    let now = sim.now;
+    assert_eq!(
+        sim.nodes[0].node.handle_tun_packet(now, &p, &mut small),
+        TunOutcome::Dropped(DropReason::BufferTooSmall)
+    );
+}
