@@ -520,3 +520,70 @@ fn outbound_tun_edge_cases() {
         TunOutcome::Dropped(DropReason::BufferTooSmall)
     );
 }
+
+/// Drops inbound UDP, rejects inbound TCP with a marker packet, rejects outbound UDP.
+struct TestFilter;
+
+impl meshd::node::PacketFilter for TestFilter {
+    fn check(
+        &mut self,
+        _now: std::time::Instant,
+        dir: meshd::node::Direction,
+        packet: &[u8],
+        _peer: &meshd::node::PeerCert,
+    ) -> meshd::node::FilterVerdict {
+        use meshd::node::{Direction, FilterVerdict};
+        let reply = meshd::node::ipv4::echo_request(
+            std::net::Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
+            std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
+            9,
+            9,
+            b"reject",
+        );
+        match (dir, packet[9]) {
+            (Direction::Inbound, 17) => FilterVerdict::Drop,
+            (Direction::Inbound, 6) => FilterVerdict::Reject(reply),
+            (Direction::Outbound, 17) => FilterVerdict::Reject(reply),
+            _ => FilterVerdict::Allow,
+        }
+    }
+}
+
+#[test]
+fn firewall_hook_drop_and_reject() {
+    let mut sim = pair(19, Cipher::AesGcm);
+    sim.nodes[1].node.set_filter(Box::new(TestFilter));
+    assert!(sim.ping_ok(0, 1, 1, S), "ICMP allowed");
+    let (a, b) = (sim.nodes[0].vpn_ip, sim.nodes[1].vpn_ip);
+    let with_proto = |src, dst, proto: u8| {
+        let mut p = meshd::node::ipv4::echo_request(src, dst, 1, 2, b"abcdefgh");
+        p[9] = proto;
+        p
+    };
+    // Inbound UDP dropped at node 1.
+    let before = sim.nodes[1].tun_packets;
+    sim.tun_in(0, &with_proto(a, b, 17));
+    sim.run_for(S);
+    assert_eq!(sim.nodes[1].tun_packets, before);
+    assert_eq!(
+        sim.nodes[1].node.drops().get(DropReason::FirewallInbound),
+        1
+    );
+    // Inbound TCP rejected: the reject packet travels back through the tunnel to node 0's TUN.
+    let before0 = sim.nodes[0].tun_packets;
+    sim.tun_in(0, &with_proto(a, b, 6));
+    sim.run_for(S);
+    assert_eq!(
+        sim.nodes[0].tun_packets,
+        before0 + 1,
+        "reject delivered to the sender"
+    );
+    assert_eq!(
+        sim.nodes[1].node.drops().get(DropReason::FirewallInbound),
+        2
+    );
+    // Outbound UDP from node 1 rejected locally: reply on node 1's own TUN, nothing sent.
+    let r = sim.tun_in(1, &with_proto(b, a, 17));
+    assert_eq!(r, TunOutcome::Dropped(DropReason::FirewallOutbound));
+    assert_eq!(sim.nodes[1].local_tun.len(), 1);
+}

@@ -41,7 +41,7 @@ pub fn peer_cert(cert: &NebulaCertificate, issuer_name: String) -> Result<PeerCe
     let vpn_ip = cert.vpn_ip().ok_or(CertError::MissingDetails)?;
     Ok(PeerCert {
         vpn_ip: VpnIp::from(vpn_ip),
-        ips: cert.ips().iter().filter_map(|n| cidr(*n)).collect(),
+        ips: cert.ips().iter().map(|n| n.addr()).collect(),
         subnets: cert.subnets().iter().filter_map(|n| cidr(*n)).collect(),
         name: cert.name().to_string(),
         groups: cert.groups().to_vec(),

@@ -12,7 +12,8 @@ use crate::wire::{Header, HeaderError, MessageType, RemoteIndex, Subtype, HEADER
 use super::ipv4;
 use super::types::{DropReason, LocalIndex, VpnIp};
 use super::{
-    CloseReason, DatagramOutcome, Direction, Event, Node, SendRecvError, TunOutcome, OVERHEAD,
+    CloseReason, DatagramOutcome, Direction, Event, FilterVerdict, Node, SendRecvError, TunOutcome,
+    OVERHEAD,
 };
 
 /// A roam back to the address we just left is ignored for this long (`RoamingSuppressSeconds`).
@@ -99,11 +100,16 @@ impl Node {
         out: &mut [u8],
     ) -> Result<(SocketAddr, usize), DropReason> {
         let host = self.hostmap.host(vpn_ip).ok_or(DropReason::NoRemote)?;
-        if !self
+        match self
             .filter
-            .allow(now, Direction::Outbound, packet, &host.peer)
+            .check(now, Direction::Outbound, packet, &host.peer)
         {
-            return Err(DropReason::FirewallOutbound);
+            FilterVerdict::Allow => {}
+            FilterVerdict::Drop => return Err(DropReason::FirewallOutbound),
+            FilterVerdict::Reject(reply) => {
+                self.push_tun(reply);
+                return Err(DropReason::FirewallOutbound);
+            }
         }
         self.seal_to_host(
             now,
@@ -283,13 +289,19 @@ impl Node {
         if !host.peer.allows_source(info.src) {
             return Err(DropReason::InnerSourceNotAllowed);
         }
-        if !self
+        match self
             .filter
-            .allow(now, Direction::Inbound, packet, &host.peer)
+            .check(now, Direction::Inbound, packet, &host.peer)
         {
-            return Err(DropReason::FirewallInbound);
+            FilterVerdict::Allow => Ok(()),
+            FilterVerdict::Drop => Err(DropReason::FirewallInbound),
+            FilterVerdict::Reject(reply) => {
+                // The reject answers the peer directly; it does not pass the outbound rules.
+                let (t, st) = (MessageType::Message, Subtype::MESSAGE_NONE);
+                self.send_control(now, vpn_ip, t, st, &reply);
+                Err(DropReason::FirewallInbound)
+            }
         }
-        Ok(())
     }
 
     /// Without a TUN device only ICMP echo requests to ourselves get an answer.

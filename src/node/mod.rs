@@ -116,9 +116,27 @@ pub enum Direction {
     Outbound,
 }
 
-/// The firewall hook: called for every inner IP packet after the node's own checks.
+/// What the firewall decided about one inner packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterVerdict {
+    Allow,
+    Drop,
+    /// Refuse and answer with this IP packet (TCP RST / ICMP unreachable). For inbound packets
+    /// the node seals it back to the peer; for outbound ones it goes to [`Node::poll_tun`].
+    Reject(Vec<u8>),
+}
+
+/// The firewall hook: called for every inner IP packet after the node's own checks (inbound:
+/// after decryption and the source-address check; outbound: before sealing, and again for
+/// packets released from a handshake queue).
 pub trait PacketFilter {
-    fn allow(&mut self, now: Instant, dir: Direction, packet: &[u8], peer: &PeerCert) -> bool;
+    fn check(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        packet: &[u8],
+        peer: &PeerCert,
+    ) -> FilterVerdict;
 }
 
 /// A filter that allows everything (until the firewall is wired in).
@@ -126,8 +144,8 @@ pub trait PacketFilter {
 pub struct AllowAll;
 
 impl PacketFilter for AllowAll {
-    fn allow(&mut self, _: Instant, _: Direction, _: &[u8], _: &PeerCert) -> bool {
-        true
+    fn check(&mut self, _: Instant, _: Direction, _: &[u8], _: &PeerCert) -> FilterVerdict {
+        FilterVerdict::Allow
     }
 }
 
@@ -216,6 +234,7 @@ pub struct Node {
     start_unix_ns: u64,
     hostmap: HostMap,
     transmits: VecDeque<Transmit>,
+    tun: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     drops: DropCounters,
 }
@@ -241,6 +260,7 @@ impl Node {
             start_unix_ns: unix_ns,
             hostmap: HostMap::default(),
             transmits: VecDeque::new(),
+            tun: VecDeque::new(),
             events: VecDeque::new(),
             drops: DropCounters::default(),
         }
@@ -270,6 +290,12 @@ impl Node {
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Next locally generated packet to write to TUN (firewall rejects of outbound packets).
+    /// Packets decrypted by `handle_datagram` are returned there, not here.
+    pub fn poll_tun(&mut self) -> Option<Vec<u8>> {
+        self.tun.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -361,6 +387,14 @@ impl Node {
             return;
         }
         self.transmits.push_back(Transmit { to, bytes });
+    }
+
+    fn push_tun(&mut self, packet: Vec<u8>) {
+        if self.tun.len() >= self.config.max_queued_outputs {
+            self.drops.count(DropReason::OutputQueueFull);
+            return;
+        }
+        self.tun.push_back(packet);
     }
 
     fn push_event(&mut self, e: Event) {

@@ -65,8 +65,8 @@ impl Cidr {
 pub struct PeerCert {
     /// The certificate's first IP: the peer's VPN IP.
     pub vpn_ip: VpnIp,
-    /// All IPs of the certificate (with their network prefix).
-    pub ips: Vec<Cidr>,
+    /// All IPs of the certificate (each counts as a single address).
+    pub ips: Vec<Ipv4Addr>,
     /// `subnets` of the certificate (unsafe routes the peer may source traffic from).
     pub subnets: Vec<Cidr>,
     pub name: String,
@@ -83,7 +83,7 @@ impl PeerCert {
     /// Whether an inner packet with source `ip` may come from this peer: one of its certificate
     /// IPs exactly, or inside one of its subnets (`hostmap.go` CreateRemoteCIDR).
     pub fn allows_source(&self, ip: Ipv4Addr) -> bool {
-        self.ips.iter().any(|c| c.addr == ip) || self.subnets.iter().any(|c| c.contains(ip))
+        self.ips.contains(&ip) || self.subnets.iter().any(|c| c.contains(ip))
     }
 }
 
@@ -191,7 +191,7 @@ mod tests {
     fn peer_source_rule() {
         let p = PeerCert {
             vpn_ip: VpnIp(0x0a2a0105),
-            ips: vec![Cidr::new(Ipv4Addr::new(10, 42, 1, 5), 16).unwrap()],
+            ips: vec![Ipv4Addr::new(10, 42, 1, 5)],
             subnets: vec![Cidr::new(Ipv4Addr::new(192, 168, 7, 0), 24).unwrap()],
             name: "a".into(),
             groups: vec![],

@@ -50,6 +50,8 @@ pub struct SimNode {
     /// Echo replies received on TUN: (from, seq).
     pub replies: Vec<(Ipv4Addr, u16)>,
     pub tun_packets: usize,
+    /// Packets the node generated for its own TUN (firewall rejects).
+    pub local_tun: Vec<Vec<u8>>,
     /// When false the node receives nothing (cable unplugged).
     pub online: bool,
     cert: NebulaCertificate,
@@ -164,6 +166,7 @@ impl Sim {
             events: Vec::new(),
             replies: Vec::new(),
             tun_packets: 0,
+            local_tun: Vec::new(),
             online: true,
             cert,
             key,
@@ -348,6 +351,9 @@ impl Sim {
                 to: t.to,
                 bytes: t.bytes,
             });
+        }
+        while let Some(p) = self.nodes[i].node.poll_tun() {
+            self.nodes[i].local_tun.push(p);
         }
         while let Some(e) = self.nodes[i].node.poll_event() {
             self.flow
