@@ -98,6 +98,11 @@ fn start_nebula(
          inbound:\n    - port: any\n      proto: any\n      host: any\n"
     );
     std::fs::write(dir.join("neb.yml"), cfg).unwrap();
+    (spawn_nebula(dir), SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Starts (or restarts) nebula with the config already written to `dir/neb.yml`.
+fn spawn_nebula(dir: &Path) -> NebulaGuard {
     let log = dir.join("neb.log");
     let child = Command::new("nebula")
         .arg("-config")
@@ -108,10 +113,7 @@ fn start_nebula(
         ))
         .spawn()
         .expect("start nebula");
-    (
-        NebulaGuard { child, log },
-        SocketAddr::from(([127, 0, 0, 1], port)),
-    )
+    NebulaGuard { child, log }
 }
 
 fn unix_ns() -> u64 {
@@ -332,6 +334,90 @@ fn responder(cipher_name: &str, cipher: Cipher) {
         d.node.drops().nonzero()
     );
     assert_eq!(d.node.drops().get(DropReason::AuthFailed), 0);
+}
+
+/// meshd restarts (new process state, same identity, later clock): nebula accepts the newer
+/// handshake and replaces its tunnel.
+#[test]
+fn interop_meshd_restart_replaces_tunnel() {
+    if !common::require_tool("interop_meshd_restart", "nebula") {
+        return;
+    }
+    let dir = common::tempdir();
+    make_certs(dir.path());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (_guard, neb_addr) = start_nebula(dir.path(), "aes", sock.local_addr().unwrap(), false);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut d = Driver {
+        node: make_node(dir.path(), Cipher::AesGcm, neb_addr),
+        sock,
+        events: vec![],
+        tun: vec![],
+    };
+    ping(&mut d, 1);
+    assert!(d.until(10, |d| d.echo_replies().contains(&1)));
+    d.node = make_node(dir.path(), Cipher::AesGcm, neb_addr);
+    d.events.clear();
+    assert_eq!(ping(&mut d, 2), TunOutcome::Queued);
+    assert!(
+        d.until(10, |d| d.echo_replies().contains(&2)),
+        "events {:?}",
+        d.events
+    );
+}
+
+/// nebula restarts and forgets the tunnel: it answers our packets with recv_errors; the fourth
+/// closes our side, and the next packet re-handshakes.
+#[test]
+fn interop_nebula_restart_recv_errors() {
+    if !common::require_tool("interop_nebula_restart", "nebula") {
+        return;
+    }
+    let dir = common::tempdir();
+    make_certs(dir.path());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (guard, neb_addr) =
+        start_nebula(dir.path(), "chachapoly", sock.local_addr().unwrap(), false);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut d = Driver {
+        node: make_node(dir.path(), Cipher::ChaChaPoly, neb_addr),
+        sock,
+        events: vec![],
+        tun: vec![],
+    };
+    ping(&mut d, 1);
+    assert!(d.until(10, |d| d.echo_replies().contains(&1)));
+    drop(guard);
+    let _guard = spawn_nebula(dir.path());
+    std::thread::sleep(Duration::from_millis(700));
+    let nebula = VpnIp::from(NEBULA_IP);
+    for seq in 2..=4 {
+        assert!(matches!(ping(&mut d, seq), TunOutcome::Send { .. }));
+        d.until(1, |d| {
+            d.node
+                .hostmap()
+                .host(nebula)
+                .is_some_and(|h| h.recv_errors as u16 == seq - 1)
+        });
+    }
+    assert_eq!(
+        d.node.hostmap().host(nebula).map(|h| h.recv_errors),
+        Some(3)
+    );
+    ping(&mut d, 5);
+    assert!(
+        d.until(3, |d| d.node.hostmap().host(nebula).is_none()),
+        "fourth recv_error closes"
+    );
+    assert!(d.events.iter().any(|e| matches!(
+        e,
+        Event::TunnelClosed {
+            reason: meshd::node::CloseReason::RecvError,
+            ..
+        }
+    )));
+    assert_eq!(ping(&mut d, 6), TunOutcome::Queued);
+    assert!(d.until(10, |d| d.echo_replies().contains(&6)));
 }
 
 #[test]
