@@ -587,3 +587,29 @@ fn firewall_hook_drop_and_reject() {
     assert_eq!(r, TunOutcome::Dropped(DropReason::FirewallOutbound));
     assert_eq!(sim.nodes[1].local_tun.len(), 1);
 }
+
+#[test]
+fn lighthouse_learned_remotes_trigger_the_handshake() {
+    let mut sim = pair(20, Cipher::AesGcm);
+    sim.nodes[0].config.static_host_map.clear();
+    sim.restart(0, 0);
+    let peer = VpnIp::from(sim.nodes[1].vpn_ip);
+    assert_eq!(sim.ping(0, 1, 1), TunOutcome::Queued);
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        !sim.flow.iter().any(|l| l.contains("Handshake/0")),
+        "no address known yet"
+    );
+    let (now, addr) = (sim.now, sim.nodes[1].addr);
+    let lighthouse = VpnIp::from(std::net::Ipv4Addr::new(10, 0, 0, 99));
+    sim.nodes[0]
+        .node
+        .set_learned_remotes(now, lighthouse, peer, &[addr], &[]);
+    sim.flush(0);
+    sim.run_for(Duration::from_millis(20));
+    assert!(
+        sim.got_reply(0, 1, 1),
+        "answer fired the attempt before the 100ms timer"
+    );
+    assert_eq!(sim.nodes[0].node.remotes(peer).unwrap().addrs(), vec![addr]);
+}

@@ -70,7 +70,16 @@ impl Node {
             queue: VecDeque::new(),
             blocked: Vec::new(),
         });
-        self.handshake_attempt(now, vpn_ip);
+        // Known (static) hosts get an immediate attempt; others wait one try_interval for a
+        // lighthouse answer, which fires the attempt early (`lighthouse_triggered_attempt`).
+        if self.remotes_for(vpn_ip).is_empty() {
+            let interval = self.config.handshake_try_interval;
+            if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
+                p.next_attempt = now + interval;
+            }
+        } else {
+            self.handshake_attempt(now, vpn_ip);
+        }
         Ok(())
     }
 
@@ -138,17 +147,24 @@ impl Node {
         }
     }
 
-    /// Known underlay addresses of a peer. Lighthouse answers will be merged in here later.
+    /// Known underlay addresses of a peer, in handshake order.
     fn remotes_for(&self, vpn_ip: VpnIp) -> Vec<SocketAddr> {
-        let mut v = self
-            .config
-            .static_host_map
+        self.remotes
             .get(&vpn_ip)
-            .cloned()
-            .unwrap_or_default();
-        v.sort();
-        v.dedup();
-        v
+            .map(|r| r.addrs())
+            .unwrap_or_default()
+    }
+
+    /// A lighthouse answer arrived: attempt at once, but only before the first regular attempt
+    /// (`handleOutbound` with lighthouseTriggered), keeping the regular schedule.
+    pub(super) fn lighthouse_triggered_attempt(&mut self, now: Instant, vpn_ip: VpnIp) {
+        let fresh = self
+            .hostmap
+            .pending(vpn_ip)
+            .is_some_and(|p| p.attempts == 0);
+        if fresh {
+            self.handshake_attempt(now, vpn_ip);
+        }
     }
 
     /// Dispatches a handshake packet by its header counter.

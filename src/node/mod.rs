@@ -13,6 +13,7 @@ mod datapath;
 mod handshake;
 mod hostmap;
 pub mod ipv4;
+mod remotes;
 mod types;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -27,6 +28,7 @@ use crate::crypto::{Cipher, StaticSecret};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
+pub use remotes::RemoteList;
 pub use types::{Cidr, DropCounters, DropReason, LocalIndex, PeerCert, VpnIp};
 
 /// Bytes of tunnel overhead per data packet: header and AEAD tag.
@@ -233,6 +235,9 @@ pub struct Node {
     start: Instant,
     start_unix_ns: u64,
     hostmap: HostMap,
+    /// Known underlay addresses per peer (static map now, lighthouse answers later); bounded
+    /// by `max_hosts`.
+    remotes: BTreeMap<VpnIp, RemoteList>,
     transmits: VecDeque<Transmit>,
     tun: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -250,6 +255,11 @@ impl Node {
         now: Instant,
         unix_ns: u64,
     ) -> Self {
+        let remotes = config
+            .static_host_map
+            .iter()
+            .map(|(ip, addrs)| (*ip, RemoteList::with_static(addrs)))
+            .collect();
         Node {
             config,
             identity,
@@ -258,6 +268,7 @@ impl Node {
             rng: StdRng::seed_from_u64(rng_seed),
             start: now,
             start_unix_ns: unix_ns,
+            remotes,
             hostmap: HostMap::default(),
             transmits: VecDeque::new(),
             tun: VecDeque::new(),
@@ -326,6 +337,32 @@ impl Node {
                 self.drops.count(r);
             }
         }
+    }
+
+    /// Records addresses/relays a lighthouse reported for `vpn_ip` and, if a handshake to it is
+    /// waiting for its first attempt, fires that attempt now (1.6.1's lighthouse trigger).
+    pub fn set_learned_remotes(
+        &mut self,
+        now: Instant,
+        lighthouse: VpnIp,
+        vpn_ip: VpnIp,
+        addrs: &[SocketAddr],
+        relays: &[VpnIp],
+    ) {
+        if !self.remotes.contains_key(&vpn_ip) && self.remotes.len() >= self.config.max_hosts {
+            self.drops.count(DropReason::HostMapFull);
+            return;
+        }
+        let list = self.remotes.entry(vpn_ip).or_default();
+        if !list.set_learned(lighthouse, addrs, relays) {
+            self.drops.count(DropReason::HostMapFull);
+        }
+        self.lighthouse_triggered_attempt(now, vpn_ip);
+    }
+
+    /// The candidate addresses and relays known for a peer.
+    pub fn remotes(&self, vpn_ip: VpnIp) -> Option<&RemoteList> {
+        self.remotes.get(&vpn_ip)
     }
 
     /// Sends closeTunnel to every peer and forgets all tunnels (shutdown).

@@ -56,7 +56,7 @@ pub struct SimNode {
     pub online: bool,
     cert: NebulaCertificate,
     key: X25519PrivateKey,
-    config: NodeConfig,
+    pub config: NodeConfig,
 }
 
 pub struct Sim {
