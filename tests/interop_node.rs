@@ -334,6 +334,26 @@ fn responder(cipher_name: &str, cipher: Cipher) {
         d.node.drops().nonzero()
     );
     assert_eq!(d.node.drops().get(DropReason::AuthFailed), 0);
+    // SIGTERM: nebula sends an encrypted closeTunnel, which we authenticate and act on.
+    // SAFETY: kill(2) on the PID of the child this test spawned.
+    unsafe { libc::kill(_guard.child.id() as i32, libc::SIGTERM) };
+    let closed = d.until(5, |d| {
+        d.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::TunnelClosed {
+                    reason: meshd::node::CloseReason::PeerClosed,
+                    ..
+                }
+            )
+        })
+    });
+    assert!(
+        closed,
+        "no closeTunnel from nebula; drops {:?}",
+        d.node.drops().nonzero()
+    );
+    assert_eq!(d.node.hostmap().host_count(), 0);
 }
 
 /// meshd restarts (new process state, same identity, later clock): nebula accepts the newer
