@@ -304,16 +304,15 @@ impl Node {
         }
     }
 
-    /// Without a TUN device only ICMP echo requests to ourselves get an answer.
+    /// Without a TUN device only ICMP echo requests get an answer (`overlay/tun_disabled.go`).
     fn disabled_tun_write(
         &mut self,
         now: Instant,
         vpn_ip: VpnIp,
         packet: &[u8],
     ) -> DatagramOutcome {
-        let to_self = ipv4::parse(packet).is_ok_and(|i| VpnIp::from(i.dst) == self.identity.vpn_ip);
         match ipv4::echo_reply(packet) {
-            Some(reply) if to_self => {
+            Some(reply) => {
                 self.send_queued(now, vpn_ip, &reply);
                 DatagramOutcome::Handled
             }

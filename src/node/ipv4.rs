@@ -56,19 +56,21 @@ pub fn parse(p: &[u8]) -> Result<Ipv4Info, DropReason> {
 }
 
 /// If `p` is an ICMP echo request, the matching echo reply (addresses swapped, checksums fixed).
+/// Like 1.6.1's disabled tun: only option-less (IHL 5), unfragmented packets of 28..=9001 bytes
+/// whose ICMP type is 8; any destination (the firewall already checked it is ours).
 pub fn echo_reply(p: &[u8]) -> Option<Vec<u8>> {
-    let info = parse(p).ok()?;
-    let icmp = p.get(info.ihl..)?;
-    if info.protocol != PROTO_ICMP || icmp.len() < 8 || icmp[0] != 8 || icmp[1] != 0 {
+    let simple = (28..=9001).contains(&p.len()) && p[0] == 0x45 && p[9] == PROTO_ICMP;
+    if !simple || p[20] != 8 || p[7] != 0 || p[6] & 0x2f != 0 {
         return None;
     }
+    let info = parse(p).ok()?;
     let mut out = p.to_vec();
     out[12..16].copy_from_slice(&info.dst.octets());
     out[16..20].copy_from_slice(&info.src.octets());
     out[10..12].copy_from_slice(&[0, 0]);
-    let c = checksum(&out[..info.ihl]);
+    let c = checksum(&out[..20]);
     out[10..12].copy_from_slice(&c.to_be_bytes());
-    let icmp = &mut out[info.ihl..];
+    let icmp = &mut out[20..];
     icmp[0] = 0;
     icmp[2..4].copy_from_slice(&[0, 0]);
     let c = checksum(icmp);
@@ -132,6 +134,14 @@ mod tests {
         assert_eq!(checksum(&rep[..20]), 0);
         assert_eq!(checksum(&rep[20..]), 0);
         assert!(echo_reply(&rep).is_none(), "a reply is not answered");
+        let mut frag = req.clone();
+        frag[7] = 1;
+        assert!(echo_reply(&frag).is_none(), "fragments are not answered");
+        let mut options = req.clone();
+        options[0] = 0x46;
+        assert!(echo_reply(&options).is_none(), "IHL must be 5");
+        assert!(echo_reply(&req[..27]).is_none());
+        assert!(echo_reply(&[]).is_none());
     }
 
     #[test]
