@@ -3,6 +3,7 @@
 //! never implements protocol or certificate logic itself.
 
 pub mod cert;
+pub mod flags;
 pub mod node;
 
 /// Runs meshd with `args` (without the program name) and returns the process exit code.
