@@ -32,7 +32,8 @@ struct PeerHello {
 }
 
 impl Node {
-    /// Creates a pending handshake (stage 0) and makes the first attempt at once.
+    /// Creates a pending handshake (stage 0): builds the stage-1 datagram once and attempts at
+    /// once if an address is known.
     pub(super) fn start_handshake(
         &mut self,
         now: Instant,
@@ -143,7 +144,9 @@ impl Node {
         let interval = self.config.handshake_try_interval;
         if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
             p.attempts += 1;
-            p.next_attempt = now + interval * p.attempts;
+            let wait = interval.saturating_mul(p.attempts);
+            // A silly config (huge retries) must not overflow the clock.
+            p.next_attempt = now.checked_add(wait).unwrap_or(now + interval);
         }
     }
 
