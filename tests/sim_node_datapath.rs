@@ -140,6 +140,22 @@ fn roaming_follows_authenticated_packets_only() {
 }
 
 #[test]
+fn roaming_back_within_two_seconds_is_suppressed() {
+    let mut sim = pair(21, Cipher::AesGcm);
+    assert!(sim.ping_ok(0, 1, 1, S));
+    let original = sim.nodes[0].addr;
+    sim.rebind(0, 5555);
+    assert!(sim.ping_ok(0, 1, 2, S));
+    // Straight back to the old address: node 1 does not follow for 2s (replies are lost).
+    sim.rebind(0, original.port());
+    assert!(!sim.ping_ok(0, 1, 3, Duration::from_millis(500)));
+    assert_eq!(sim.host(1, 0).unwrap().remote.map(|a| a.port()), Some(5555));
+    sim.run_for(2 * S);
+    assert!(sim.ping_ok(0, 1, 4, S), "after 2s the roam is accepted");
+    assert_eq!(sim.host(1, 0).unwrap().remote, Some(original));
+}
+
+#[test]
 fn connection_manager_tears_down_silent_peer_and_traffic_rehandshakes() {
     let mut sim = pair(12, Cipher::AesGcm);
     assert!(sim.ping_ok(0, 1, 1, S));
