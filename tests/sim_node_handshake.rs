@@ -281,3 +281,16 @@ fn lighthouse_learned_remotes_trigger_the_handshake() {
     );
     assert_eq!(sim.nodes[0].node.remotes(peer).unwrap().addrs(), vec![addr]);
 }
+
+#[test]
+fn connect_builds_a_tunnel_without_traffic() {
+    let mut sim = pair(22, Cipher::ChaChaPoly);
+    let (now, peer) = (sim.now, VpnIp::from(sim.nodes[1].vpn_ip));
+    sim.nodes[0].node.connect(now, peer);
+    sim.nodes[0].node.connect(now, peer); // idempotent while pending
+    sim.flush(0);
+    assert_eq!(sim.nodes[0].node.hostmap().pending_count(), 1);
+    sim.run_for(S);
+    assert!(sim.tunnel_consistent(0, 1));
+    assert_eq!(sim.nodes[0].node.hostmap().pending_count(), 0);
+}
