@@ -6,35 +6,36 @@
 use std::time::Instant;
 
 use super::hostmap::Liveness;
+use super::types::VpnIp;
 use super::{CloseReason, Event, Node};
 
 impl Node {
-    pub(super) fn liveness_timers(&mut self, now: Instant) {
+    /// Runs the connection-manager check of `ip` if one is due.
+    pub(super) fn liveness_timer(&mut self, now: Instant, ip: VpnIp) {
         let pending_deletion = self.config.pending_deletion_interval;
-        for ip in self.hostmap.host_ips() {
-            let Some(h) = self.hostmap.host_mut(ip) else {
-                continue;
-            };
-            if h.liveness.check_at.is_some_and(|t| t <= now) {
-                h.liveness.check_at = None;
-                if h.liveness.saw_in {
-                    h.liveness = Liveness::default();
-                } else {
-                    h.liveness.delete_at = Some(now + pending_deletion);
-                    self.send_test_request(now, ip);
-                }
-                continue;
+        let Some(h) = self.hostmap.host_mut(ip) else {
+            return;
+        };
+        if h.liveness.check_at.is_some_and(|t| t <= now) {
+            h.liveness.check_at = None;
+            if h.liveness.saw_in {
+                h.liveness = Liveness::default();
+            } else {
+                h.liveness.delete_at = Some(now + pending_deletion);
+                self.arm_timer(now + pending_deletion, ip);
+                self.send_test_request(now, ip);
             }
-            if h.liveness.delete_at.is_some_and(|t| t <= now) {
-                if h.liveness.saw_in {
-                    h.liveness = Liveness::default();
-                } else {
-                    self.hostmap.remove_host(ip);
-                    self.push_event(Event::TunnelClosed {
-                        vpn_ip: ip,
-                        reason: CloseReason::Silent,
-                    });
-                }
+            return;
+        }
+        if h.liveness.delete_at.is_some_and(|t| t <= now) {
+            if h.liveness.saw_in {
+                h.liveness = Liveness::default();
+            } else {
+                self.hostmap.remove_host(ip);
+                self.push_event(Event::TunnelClosed {
+                    vpn_ip: ip,
+                    reason: CloseReason::Silent,
+                });
             }
         }
     }

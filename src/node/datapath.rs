@@ -4,6 +4,7 @@
 //! Sealing and opening work in caller buffers; only control replies (rare) allocate. Every
 //! refusal is a counted [`DropReason`], never a log line.
 
+use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -182,6 +183,7 @@ impl Node {
         if !host.liveness.out_tracked {
             host.liveness.out_tracked = true;
             host.liveness.check_at = Some(now + alive);
+            self.timers.push(Reverse((now + alive, vpn_ip)));
         }
         Ok((to, len))
     }

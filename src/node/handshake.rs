@@ -74,10 +74,11 @@ impl Node {
         // Known (static) hosts get an immediate attempt; others wait one try_interval for a
         // lighthouse answer, which fires the attempt early (`lighthouse_triggered_attempt`).
         if self.remotes_for(vpn_ip).is_empty() {
-            let interval = self.config.handshake_try_interval;
+            let at = now + self.config.handshake_try_interval;
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
-                p.next_attempt = now + interval;
+                p.next_attempt = at;
             }
+            self.arm_timer(at, vpn_ip);
         } else {
             self.handshake_attempt(now, vpn_ip);
         }
@@ -103,16 +104,14 @@ impl Node {
         Ok((noise, msg))
     }
 
-    /// Runs retries that are due and expires handshakes out of retries.
-    pub(super) fn handshake_timers(&mut self, now: Instant) {
-        for ip in self.hostmap.pending_ips() {
-            let due = self
-                .hostmap
-                .pending(ip)
-                .is_some_and(|p| p.next_attempt <= now);
-            if due {
-                self.handshake_attempt(now, ip);
-            }
+    /// Runs the retry of `ip` if due (or expires it when out of retries).
+    pub(super) fn handshake_timer(&mut self, now: Instant, ip: VpnIp) {
+        let due = self
+            .hostmap
+            .pending(ip)
+            .is_some_and(|p| p.next_attempt <= now);
+        if due {
+            self.handshake_attempt(now, ip);
         }
     }
 
@@ -147,6 +146,8 @@ impl Node {
             let wait = interval.saturating_mul(p.attempts);
             // A silly config (huge retries) must not overflow the clock.
             p.next_attempt = now.checked_add(wait).unwrap_or(now + interval);
+            let at = p.next_attempt;
+            self.arm_timer(at, vpn_ip);
         }
     }
 
@@ -415,7 +416,9 @@ impl Node {
         pending.noise = noise;
         pending.blocked.push(from);
         pending.next_attempt = pending.next_attempt.max(now);
+        let (at, ip) = (pending.next_attempt, pending.vpn_ip);
         self.hostmap.insert_pending(pending);
+        self.arm_timer(at, ip);
     }
 
     /// Installs a finished tunnel, replacing any older one, and flushes queued packets.

@@ -16,7 +16,8 @@ pub mod ipv4;
 mod remotes;
 mod types;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -238,6 +239,9 @@ pub struct Node {
     /// Known underlay addresses per peer (static map now, lighthouse answers later); bounded
     /// by `max_hosts`.
     remotes: BTreeMap<VpnIp, RemoteList>,
+    /// Deadlines (handshake retries, liveness checks) by time; superseded entries linger
+    /// until they surface and are skipped.
+    timers: BinaryHeap<Reverse<(Instant, VpnIp)>>,
     transmits: VecDeque<Transmit>,
     tun: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -270,6 +274,7 @@ impl Node {
             start_unix_ns: unix_ns,
             remotes,
             hostmap: HostMap::default(),
+            timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             tun: VecDeque::new(),
             events: VecDeque::new(),
@@ -313,21 +318,51 @@ impl Node {
         self.events.pop_front()
     }
 
-    /// Earliest time `handle_timeout` must be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let pending = self.hostmap.pending_iter().map(|p| p.next_attempt);
-        let hosts = self.hostmap.hosts().flat_map(|h| {
-            [h.liveness.check_at, h.liveness.delete_at]
-                .into_iter()
-                .flatten()
-        });
-        pending.chain(hosts).min()
+    /// Earliest time `handle_timeout` must be called. Amortised O(log n): stale entries of
+    /// the timer heap are discarded here.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, ip))) = self.timers.peek() {
+            if self.deadline_live(at, ip) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     /// Runs due handshake retries and connection-manager checks.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.handshake_timers(now);
-        self.liveness_timers(now);
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, ip))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            due.push(ip);
+        }
+        due.sort();
+        due.dedup();
+        for ip in due {
+            self.handshake_timer(now, ip);
+            self.liveness_timer(now, ip);
+        }
+    }
+
+    /// Is `at` still a deadline of `ip` (the heap keeps superseded entries until they surface)?
+    fn deadline_live(&self, at: Instant, ip: VpnIp) -> bool {
+        let pending = self
+            .hostmap
+            .pending(ip)
+            .is_some_and(|p| p.next_attempt == at);
+        let host = self
+            .hostmap
+            .host(ip)
+            .is_some_and(|h| h.liveness.check_at == Some(at) || h.liveness.delete_at == Some(at));
+        pending || host
+    }
+
+    fn arm_timer(&mut self, at: Instant, ip: VpnIp) {
+        self.timers.push(Reverse((at, ip)));
     }
 
     /// Starts a handshake to `vpn_ip` unless a tunnel or attempt exists (e.g. for lighthouses).

@@ -417,7 +417,7 @@ impl Sim {
             let next_packet = self.in_flight.iter().map(|d| d.at).min();
             let next_timer = self
                 .nodes
-                .iter()
+                .iter_mut()
                 .filter_map(|n| n.node.poll_timeout())
                 .min();
             let next = match (next_packet, next_timer) {
@@ -433,11 +433,8 @@ impl Sim {
             self.now = self.now.max(next);
             self.deliver_due();
             for i in 0..self.nodes.len() {
-                if self.nodes[i]
-                    .node
-                    .poll_timeout()
-                    .is_some_and(|t| t <= self.now)
-                {
+                let now = self.now;
+                if self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
                     let now = self.now;
                     self.nodes[i].node.handle_timeout(now);
                     self.drain(i);
