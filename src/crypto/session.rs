@@ -133,6 +133,37 @@ impl Session {
         Ok(n)
     }
 
+    /// Relay framing (type 1 / subtype 1, §7.3): `buf` holds the outer header, `inner_len` bytes
+    /// of the end-to-end packet, and 16 spare bytes. Nothing is encrypted: the tag authenticates
+    /// header ‖ inner and is appended. Returns the datagram length.
+    pub fn seal_relay(
+        &self,
+        counter: u64,
+        buf: &mut [u8],
+        inner_len: usize,
+    ) -> Result<usize, CryptoError> {
+        let signed = HEADER_LEN + inner_len;
+        if buf.len() < signed + TAG_LEN {
+            return Err(CryptoError::BufferTooSmall);
+        }
+        let tag = self.send.seal_detached(counter, &buf[..signed], &mut [])?;
+        buf[signed..signed + TAG_LEN].copy_from_slice(&tag);
+        Ok(signed + TAG_LEN)
+    }
+
+    /// Verifies a relay datagram; the inner packet is then `packet[16..16 + n]`.
+    pub fn open_relay(&self, counter: u64, packet: &[u8]) -> Result<usize, CryptoError> {
+        let signed = packet
+            .len()
+            .checked_sub(TAG_LEN)
+            .filter(|n| *n >= HEADER_LEN)
+            .ok_or(CryptoError::Auth)?;
+        let tag: [u8; TAG_LEN] = packet[signed..].try_into().map_err(|_| CryptoError::Auth)?;
+        self.recv
+            .open_detached(counter, &packet[..signed], &mut [], &tag)?;
+        Ok(signed - HEADER_LEN)
+    }
+
     /// Key for outbound packets (relay framing signs with it directly).
     pub fn send_key(&self) -> &AeadKey {
         &self.send
@@ -231,6 +262,31 @@ mod tests {
                 a.seal_in_place(3, &mut small, 4),
                 Err(CryptoError::BufferTooSmall)
             );
+        }
+    }
+
+    #[test]
+    fn relay_framing_authenticates_header_and_inner_packet() {
+        for cipher in [Cipher::AesGcm, Cipher::ChaChaPoly] {
+            let (a, b) = session(cipher);
+            let inner = b"\x11\x00\x00\x00inner end-to-end packet";
+            let mut buf = packet(7, inner);
+            buf[1] = 1; // subtype relay
+            let n = a.seal_relay(7, &mut buf, inner.len()).unwrap();
+            assert_eq!(n, 16 + inner.len() + 16);
+            assert_eq!(
+                &buf[16..16 + inner.len()],
+                inner,
+                "inner bytes travel in clear"
+            );
+            assert_eq!(b.open_relay(7, &buf[..n]).unwrap(), inner.len());
+            for i in 0..n {
+                let mut t = buf.clone();
+                t[i] ^= 1;
+                assert_eq!(b.open_relay(7, &t[..n]), Err(CryptoError::Auth), "byte {i}");
+            }
+            assert_eq!(b.open_relay(7, &buf[..20]), Err(CryptoError::Auth));
+            assert_eq!(b.open_relay(8, &buf[..n]), Err(CryptoError::Auth));
         }
     }
 
