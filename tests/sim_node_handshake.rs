@@ -294,3 +294,34 @@ fn connect_builds_a_tunnel_without_traffic() {
     assert!(sim.tunnel_consistent(0, 1));
     assert_eq!(sim.nodes[0].node.hostmap().pending_count(), 0);
 }
+
+#[test]
+fn hostmap_and_pending_tables_are_bounded() {
+    let mut sim = Sim::new(23, Cipher::AesGcm);
+    sim.add_node_with(1, |c| {
+        c.max_hosts = 2;
+        c.max_pending = 1;
+    });
+    for n in 2..=4 {
+        sim.add_node(n);
+    }
+    for (i, seq) in [(1, 1), (2, 2), (3, 3)] {
+        sim.ping(i, 0, seq);
+        sim.run_for(S);
+    }
+    assert_eq!(sim.nodes[0].node.hostmap().host_count(), 2);
+    assert!(sim.nodes[0].node.drops().get(DropReason::HostMapFull) >= 1);
+    assert!(sim.got_reply(1, 0, 1) && sim.got_reply(2, 0, 2) && !sim.got_reply(3, 0, 3));
+    // Outbound: one pending handshake at a time.
+    let mut fresh = Sim::new(24, Cipher::AesGcm);
+    fresh.add_node_with(1, |c| c.max_pending = 1);
+    fresh.add_node(2);
+    fresh.add_node(3);
+    fresh.nodes[1].online = false;
+    fresh.nodes[2].online = false;
+    assert_eq!(fresh.ping(0, 1, 1), TunOutcome::Queued);
+    assert_eq!(
+        fresh.ping(0, 2, 2),
+        TunOutcome::Dropped(DropReason::PendingFull)
+    );
+}
