@@ -46,5 +46,8 @@ fn core_modules_are_sans_io() {
     for module in ["wire", "crypto", "node"] {
         scan(&root.join(module), &mut hits);
     }
-    assert!(hits.is_empty(), "I/O or nondeterminism in the pure core: {hits:#?}");
+    assert!(
+        hits.is_empty(),
+        "I/O or nondeterminism in the pure core: {hits:#?}"
+    );
 }
