@@ -6,6 +6,13 @@
 //! [`Node::poll_timeout`]. Time and randomness are parameters; no sockets, TUN, clocks or tokio.
 //! Certificates are checked through [`CertVerifier`], packets filtered through [`PacketFilter`]
 //! (the firewall plugs in there); this module implements neither.
+//!
+//! Driver contract: after every input, drain `poll_transmit`, `poll_tun` and `poll_event`, then
+//! sleep until `poll_timeout`. The data path borrows: `handle_tun_packet` seals into the caller's
+//! `out` buffer (returning `TunOutcome::Send`), `handle_datagram` decrypts in place (returning
+//! `DatagramOutcome::ToTun(range)`); only handshakes and control replies are queued as owned
+//! `Transmit`s. Lighthouse and relay handling will live here too; until then those packets are
+//! authenticated and counted as `LightHouseUnsupported` / `ControlUnsupported` / `RelayUnsupported`.
 
 mod certs;
 mod conn_manager;
