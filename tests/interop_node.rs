@@ -227,7 +227,9 @@ fn ping(d: &mut Driver, seq: u16) -> TunOutcome {
 }
 
 fn initiator(cipher_name: &str, cipher: Cipher) {
-    if !common::require_tool("interop_initiator", "nebula") {
+    if !common::require_tool("interop_initiator", "nebula")
+        || !common::require_tool("interop_initiator", "nebula-cert")
+    {
         return;
     }
     let dir = common::tempdir();
@@ -291,7 +293,9 @@ fn initiator(cipher_name: &str, cipher: Cipher) {
 }
 
 fn responder(cipher_name: &str, cipher: Cipher) {
-    if !common::require_tool("interop_responder", "nebula") {
+    if !common::require_tool("interop_responder", "nebula")
+        || !common::require_tool("interop_responder", "nebula-cert")
+    {
         return;
     }
     let dir = common::tempdir();
@@ -360,7 +364,9 @@ fn responder(cipher_name: &str, cipher: Cipher) {
 /// handshake and replaces its tunnel.
 #[test]
 fn interop_meshd_restart_replaces_tunnel() {
-    if !common::require_tool("interop_meshd_restart", "nebula") {
+    if !common::require_tool("interop_meshd_restart", "nebula")
+        || !common::require_tool("interop_meshd_restart", "nebula-cert")
+    {
         return;
     }
     let dir = common::tempdir();
@@ -390,7 +396,9 @@ fn interop_meshd_restart_replaces_tunnel() {
 /// closes our side, and the next packet re-handshakes.
 #[test]
 fn interop_nebula_restart_recv_errors() {
-    if !common::require_tool("interop_nebula_restart", "nebula") {
+    if !common::require_tool("interop_nebula_restart", "nebula")
+        || !common::require_tool("interop_nebula_restart", "nebula-cert")
+    {
         return;
     }
     let dir = common::tempdir();
