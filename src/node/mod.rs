@@ -1,1 +1,484 @@
-//! The sans-IO node: hostmap, handshake manager, lighthouse, punchy, relays, connection manager. Pure code.
+//! The sans-IO Nebula node: hostmap, handshake manager, data path, recv_error handling, test
+//! packets, connection manager, roaming and closeTunnel, matching Nebula 1.6.1 on the wire.
+//!
+//! Inputs: [`Node::handle_datagram`], [`Node::handle_tun_packet`], [`Node::handle_timeout`].
+//! Outputs: [`Node::poll_transmit`], [`Node::poll_tun`], [`Node::poll_event`],
+//! [`Node::poll_timeout`]. Time and randomness are parameters; no sockets, TUN, clocks or tokio.
+//! Certificates are checked through [`CertVerifier`], packets filtered through [`PacketFilter`]
+//! (the firewall plugs in there); this module implements neither.
+//!
+//! Driver contract: after every input, drain `poll_transmit`, `poll_tun` and `poll_event`, then
+//! sleep until `poll_timeout`. The data path borrows: `handle_tun_packet` seals into the caller's
+//! `out` buffer (returning `TunOutcome::Send`), `handle_datagram` decrypts in place (returning
+//! `DatagramOutcome::ToTun(range)`); only handshakes and control replies are queued as owned
+//! `Transmit`s. Lighthouse and relay handling will live here too; until then those packets are
+//! authenticated and counted as `LightHouseUnsupported` / `ControlUnsupported` / `RelayUnsupported`.
+
+mod certs;
+mod conn_manager;
+mod datapath;
+mod handshake;
+mod hostmap;
+pub mod ipv4;
+mod remotes;
+mod types;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::crypto::{Cipher, StaticSecret};
+
+pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
+pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
+pub use remotes::RemoteList;
+pub use types::{Cidr, DropCounters, DropReason, LocalIndex, PeerCert, VpnIp};
+
+/// Bytes of tunnel overhead per data packet: header and AEAD tag.
+pub const OVERHEAD: usize = crate::wire::HEADER_LEN + crate::crypto::TAG_LEN;
+
+/// `listen.send_recv_error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SendRecvError {
+    #[default]
+    Always,
+    Never,
+    /// Only to private (RFC 1918 / unique-local) source addresses.
+    Private,
+}
+
+/// Everything the node needs from the configuration. Defaults are Nebula 1.6.1's.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub cipher: Cipher,
+    /// `handshakes.try_interval`
+    pub handshake_try_interval: Duration,
+    /// `handshakes.retries`
+    pub handshake_retries: u32,
+    /// Packets held per pending handshake (1.6.1: 100).
+    pub handshake_queue_len: usize,
+    /// `static_host_map`: underlay addresses per VPN IP.
+    pub static_host_map: BTreeMap<VpnIp, Vec<SocketAddr>>,
+    pub send_recv_error: SendRecvError,
+    /// `tun.disabled`: answer ICMP echo to ourselves, drop everything else addressed to us.
+    pub tun_disabled: bool,
+    /// `timers.connection_alive_interval`
+    pub connection_alive_interval: Duration,
+    /// `timers.pending_deletion_interval`
+    pub pending_deletion_interval: Duration,
+    /// Bounds on peer-growable state.
+    pub max_hosts: usize,
+    pub max_pending: usize,
+    pub max_queued_outputs: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            cipher: Cipher::AesGcm,
+            handshake_try_interval: Duration::from_millis(100),
+            handshake_retries: 10,
+            handshake_queue_len: 100,
+            static_host_map: BTreeMap::new(),
+            send_recv_error: SendRecvError::Always,
+            tun_disabled: false,
+            connection_alive_interval: Duration::from_secs(5),
+            pending_deletion_interval: Duration::from_secs(10),
+            max_hosts: 65_536,
+            max_pending: 4_096,
+            max_queued_outputs: 4_096,
+        }
+    }
+}
+
+/// This node's own identity.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub vpn_ip: VpnIp,
+    /// The VPN network (first cert IP with its prefix): underlay packets from inside it are
+    /// refused, and its broadcast address is never tunnelled.
+    pub vpn_net: Cidr,
+    pub static_secret: StaticSecret,
+    /// Our certificate in handshake form (marshalled without the public key).
+    pub cert_handshake_bytes: Vec<u8>,
+}
+
+/// Recombines a peer's handshake certificate with its Noise static key and verifies it against
+/// the CA pool at `unix_ns` (`RecombineCertAndValidate`). Implemented on top of `cert`.
+pub trait CertVerifier {
+    fn verify(
+        &self,
+        cert_handshake_bytes: &[u8],
+        static_key: &[u8; 32],
+        unix_ns: u64,
+    ) -> Result<PeerCert, String>;
+}
+
+/// Traffic direction for the packet filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// What the firewall decided about one inner packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterVerdict {
+    Allow,
+    Drop,
+    /// Refuse and answer with this IP packet (TCP RST / ICMP unreachable). For inbound packets
+    /// the node seals it back to the peer; for outbound ones it goes to [`Node::poll_tun`].
+    Reject(Vec<u8>),
+}
+
+/// The firewall hook: called for every inner IP packet after the node's own checks (inbound:
+/// after decryption and the source-address check; outbound: before sealing, and again for
+/// packets released from a handshake queue).
+pub trait PacketFilter {
+    fn check(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        packet: &[u8],
+        peer: &PeerCert,
+    ) -> FilterVerdict;
+}
+
+/// A filter that allows everything (until the firewall is wired in).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl PacketFilter for AllowAll {
+    fn check(&mut self, _: Instant, _: Direction, _: &[u8], _: &PeerCert) -> FilterVerdict {
+        FilterVerdict::Allow
+    }
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Why a tunnel went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent an authenticated closeTunnel.
+    PeerClosed,
+    /// Four recv_errors from the tunnel's current remote.
+    RecvError,
+    /// The connection manager saw no answer to its TestRequest.
+    Silent,
+    /// A newer handshake from the same peer replaced it.
+    Replaced,
+    /// Closed locally ([`Node::close_tunnel`] / shutdown).
+    Local,
+}
+
+/// Things the driver may want to log or act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    HandshakeComplete {
+        vpn_ip: VpnIp,
+        remote: Option<SocketAddr>,
+        initiator: bool,
+    },
+    HandshakeTimedOut {
+        vpn_ip: VpnIp,
+        dropped_packets: usize,
+    },
+    HandshakeFailed {
+        vpn_ip: VpnIp,
+        reason: DropReason,
+    },
+    TunnelClosed {
+        vpn_ip: VpnIp,
+        reason: CloseReason,
+    },
+    Roamed {
+        vpn_ip: VpnIp,
+        from: Option<SocketAddr>,
+        to: SocketAddr,
+    },
+}
+
+/// Result of [`Node::handle_tun_packet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunOutcome {
+    /// `out[..len]` is a sealed datagram for `to`.
+    Send {
+        to: SocketAddr,
+        len: usize,
+    },
+    /// Held until the handshake completes (handshake packets are in `poll_transmit`).
+    Queued,
+    /// Consumed without a datagram in `out` (e.g. answered locally).
+    Handled,
+    Dropped(DropReason),
+}
+
+/// Result of [`Node::handle_datagram`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatagramOutcome {
+    /// `buf[range]` is a decrypted IP packet to write to TUN.
+    ToTun(Range<usize>),
+    /// Processed; replies, if any, are in `poll_transmit`.
+    Handled,
+    Dropped(DropReason),
+}
+
+/// One Nebula node.
+pub struct Node {
+    config: NodeConfig,
+    identity: Identity,
+    verifier: Box<dyn CertVerifier>,
+    filter: Box<dyn PacketFilter>,
+    rng: StdRng,
+    start: Instant,
+    start_unix_ns: u64,
+    hostmap: HostMap,
+    /// Known underlay addresses per peer (static map now, lighthouse answers later); bounded
+    /// by `max_hosts`.
+    remotes: BTreeMap<VpnIp, RemoteList>,
+    /// Deadlines (handshake retries, liveness checks) by time; superseded entries linger
+    /// until they surface and are skipped.
+    timers: BinaryHeap<Reverse<(Instant, VpnIp)>>,
+    transmits: VecDeque<Transmit>,
+    tun: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    drops: DropCounters,
+}
+
+impl Node {
+    /// A node with no tunnels. `unix_ns` is the wall clock at `now` (used for handshake Time and
+    /// certificate validity); later wall times are derived from `now` offsets.
+    pub fn new(
+        config: NodeConfig,
+        identity: Identity,
+        verifier: Box<dyn CertVerifier>,
+        rng_seed: u64,
+        now: Instant,
+        unix_ns: u64,
+    ) -> Self {
+        let remotes = config
+            .static_host_map
+            .iter()
+            .map(|(ip, addrs)| (*ip, RemoteList::with_static(addrs)))
+            .collect();
+        Node {
+            config,
+            identity,
+            verifier,
+            filter: Box::new(AllowAll),
+            rng: StdRng::seed_from_u64(rng_seed),
+            start: now,
+            start_unix_ns: unix_ns,
+            remotes,
+            hostmap: HostMap::default(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            tun: VecDeque::new(),
+            events: VecDeque::new(),
+            drops: DropCounters::default(),
+        }
+    }
+
+    /// Installs the firewall.
+    pub fn set_filter(&mut self, filter: Box<dyn PacketFilter>) {
+        self.filter = filter;
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn hostmap(&self) -> &HostMap {
+        &self.hostmap
+    }
+
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next locally generated packet to write to TUN (firewall rejects of outbound packets).
+    /// Packets decrypted by `handle_datagram` are returned there, not here.
+    pub fn poll_tun(&mut self) -> Option<Vec<u8>> {
+        self.tun.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Earliest time `handle_timeout` must be called. Amortised O(log n): stale entries of
+    /// the timer heap are discarded here.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, ip))) = self.timers.peek() {
+            if self.deadline_live(at, ip) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Runs due handshake retries and connection-manager checks.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, ip))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            due.push(ip);
+        }
+        due.sort();
+        due.dedup();
+        for ip in due {
+            self.handshake_timer(now, ip);
+            self.liveness_timer(now, ip);
+        }
+    }
+
+    /// Is `at` still a deadline of `ip` (the heap keeps superseded entries until they surface)?
+    fn deadline_live(&self, at: Instant, ip: VpnIp) -> bool {
+        let pending = self
+            .hostmap
+            .pending(ip)
+            .is_some_and(|p| p.next_attempt == at);
+        let host = self
+            .hostmap
+            .host(ip)
+            .is_some_and(|h| h.liveness.check_at == Some(at) || h.liveness.delete_at == Some(at));
+        pending || host
+    }
+
+    fn arm_timer(&mut self, at: Instant, ip: VpnIp) {
+        self.timers.push(Reverse((at, ip)));
+    }
+
+    /// Starts a handshake to `vpn_ip` unless a tunnel or attempt exists (e.g. for lighthouses).
+    pub fn connect(&mut self, now: Instant, vpn_ip: VpnIp) {
+        if self.hostmap.host(vpn_ip).is_none() && self.hostmap.pending(vpn_ip).is_none() {
+            if let Err(r) = self.start_handshake(now, vpn_ip) {
+                self.drops.count(r);
+            }
+        }
+    }
+
+    /// Records addresses/relays a lighthouse reported for `vpn_ip` and, if a handshake to it is
+    /// waiting for its first attempt, fires that attempt now (1.6.1's lighthouse trigger).
+    pub fn set_learned_remotes(
+        &mut self,
+        now: Instant,
+        lighthouse: VpnIp,
+        vpn_ip: VpnIp,
+        addrs: &[SocketAddr],
+        relays: &[VpnIp],
+    ) {
+        if !self.remotes.contains_key(&vpn_ip) && self.remotes.len() >= self.config.max_hosts {
+            self.drops.count(DropReason::HostMapFull);
+            return;
+        }
+        let list = self.remotes.entry(vpn_ip).or_default();
+        if !list.set_learned(lighthouse, addrs, relays) {
+            self.drops.count(DropReason::HostMapFull);
+        }
+        self.lighthouse_triggered_attempt(now, vpn_ip);
+    }
+
+    /// The candidate addresses and relays known for a peer.
+    pub fn remotes(&self, vpn_ip: VpnIp) -> Option<&RemoteList> {
+        self.remotes.get(&vpn_ip)
+    }
+
+    /// Sends closeTunnel to every peer and forgets all tunnels (shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        for ip in self.hostmap.host_ips() {
+            self.close_tunnel(now, ip);
+        }
+    }
+
+    /// Sends an authenticated closeTunnel to `vpn_ip` and deletes the tunnel.
+    pub fn close_tunnel(&mut self, now: Instant, vpn_ip: VpnIp) {
+        self.send_control(
+            now,
+            vpn_ip,
+            crate::wire::MessageType::CloseTunnel,
+            crate::wire::Subtype::NONE,
+            &[],
+        );
+        if self.hostmap.remove_host(vpn_ip).is_some() {
+            self.push_event(Event::TunnelClosed {
+                vpn_ip,
+                reason: CloseReason::Local,
+            });
+        }
+    }
+
+    /// Sends a TestRequest over an established tunnel.
+    pub fn send_test_request(&mut self, now: Instant, vpn_ip: VpnIp) {
+        use crate::wire::{MessageType, Subtype};
+        self.send_control(now, vpn_ip, MessageType::Test, Subtype::TEST_REQUEST, &[]);
+    }
+
+    fn wall_ns(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.start).as_nanos();
+        self.start_unix_ns
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    fn next_seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+
+    /// A random, non-zero local index unused in both maps; 32 tries like `generateIndex`.
+    fn new_local_index(&mut self) -> Result<LocalIndex, DropReason> {
+        for _ in 0..32 {
+            let idx = LocalIndex(self.rng.next_u32());
+            if self.hostmap.index_free(idx) {
+                return Ok(idx);
+            }
+        }
+        Err(DropReason::IndexExhausted)
+    }
+
+    fn push_transmit(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        if self.transmits.len() >= self.config.max_queued_outputs {
+            self.drops.count(DropReason::OutputQueueFull);
+            return;
+        }
+        self.transmits.push_back(Transmit { to, bytes });
+    }
+
+    fn push_tun(&mut self, packet: Vec<u8>) {
+        if self.tun.len() >= self.config.max_queued_outputs {
+            self.drops.count(DropReason::OutputQueueFull);
+            return;
+        }
+        self.tun.push_back(packet);
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() < self.config.max_queued_outputs {
+            self.events.push_back(e);
+        }
+    }
+}

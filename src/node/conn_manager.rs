@@ -1,0 +1,42 @@
+//! Connection manager (`connection_manager.go` in 1.6.1): after outbound traffic, check within
+//! connection_alive_interval whether anything came back; if not, send a TestRequest and delete
+//! the tunnel after pending_deletion_interval unless traffic arrives. Tunnels that never send are
+//! never checked. Deletion is local (no closeTunnel); new traffic then starts a fresh handshake.
+
+use std::time::Instant;
+
+use super::hostmap::Liveness;
+use super::types::VpnIp;
+use super::{CloseReason, Event, Node};
+
+impl Node {
+    /// Runs the connection-manager check of `ip` if one is due.
+    pub(super) fn liveness_timer(&mut self, now: Instant, ip: VpnIp) {
+        let pending_deletion = self.config.pending_deletion_interval;
+        let Some(h) = self.hostmap.host_mut(ip) else {
+            return;
+        };
+        if h.liveness.check_at.is_some_and(|t| t <= now) {
+            h.liveness.check_at = None;
+            if h.liveness.saw_in {
+                h.liveness = Liveness::default();
+            } else {
+                h.liveness.delete_at = Some(now + pending_deletion);
+                self.arm_timer(now + pending_deletion, ip);
+                self.send_test_request(now, ip);
+            }
+            return;
+        }
+        if h.liveness.delete_at.is_some_and(|t| t <= now) {
+            if h.liveness.saw_in {
+                h.liveness = Liveness::default();
+            } else {
+                self.hostmap.remove_host(ip);
+                self.push_event(Event::TunnelClosed {
+                    vpn_ip: ip,
+                    reason: CloseReason::Silent,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! The data path (`inside.go`, `outside.go`): sealing TUN packets for a peer, receiving and
+//! authenticating datagrams, recv_error, test packets, closeTunnel and roaming.
+//!
+//! Sealing and opening work in caller buffers; only control replies (rare) allocate. Every
+//! refusal is a counted [`DropReason`], never a log line.
+
+use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::wire::{Header, HeaderError, MessageType, RemoteIndex, Subtype, HEADER_LEN};
+
+use super::ipv4;
+use super::types::{DropReason, LocalIndex, VpnIp};
+use super::{
+    CloseReason, DatagramOutcome, Direction, Event, FilterVerdict, Node, SendRecvError, TunOutcome,
+    OVERHEAD,
+};
+
+/// A roam back to the address we just left is ignored for this long (`RoamingSuppressSeconds`).
+const ROAMING_SUPPRESS: Duration = Duration::from_secs(2);
+/// recv_errors ignored before the fourth one tears the tunnel down.
+const MAX_RECV_ERRORS: u8 = 3;
+
+impl Node {
+    /// An IP packet read from TUN. On `Send`, `out[..len]` is the datagram; `out` needs
+    /// `packet.len() + OVERHEAD` bytes.
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> TunOutcome {
+        let r = self.tun_packet(now, packet, out);
+        if let TunOutcome::Dropped(reason) = r {
+            self.drops.count(reason);
+        }
+        r
+    }
+
+    /// A UDP datagram from `from`, decrypted in place in `buf`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
+        let r = self.datagram(now, from, buf);
+        if let DatagramOutcome::Dropped(reason) = r {
+            self.drops.count(reason);
+        }
+        r
+    }
+
+    fn tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> TunOutcome {
+        let info = match ipv4::parse(packet) {
+            Ok(i) => i,
+            Err(r) => return TunOutcome::Dropped(r),
+        };
+        let dst = info.dst;
+        let net = self.identity.vpn_net;
+        if VpnIp::from(dst) == self.identity.vpn_ip {
+            return TunOutcome::Dropped(DropReason::ToSelf);
+        }
+        if !net.contains(dst) {
+            // unsafe_routes plug in here.
+            return TunOutcome::Dropped(DropReason::NoRoute);
+        }
+        if dst == net.broadcast() || dst.is_multicast() {
+            return TunOutcome::Dropped(DropReason::BroadcastOrMulticast);
+        }
+        let vpn_ip = VpnIp::from(dst);
+        if self.hostmap.host(vpn_ip).is_some() {
+            return match self.seal_inside(now, vpn_ip, packet, out) {
+                Ok((to, len)) => TunOutcome::Send { to, len },
+                Err(r) => TunOutcome::Dropped(r),
+            };
+        }
+        if self.hostmap.pending(vpn_ip).is_none() {
+            if let Err(r) = self.start_handshake(now, vpn_ip) {
+                return TunOutcome::Dropped(r);
+            }
+        }
+        self.enqueue(vpn_ip, packet)
+    }
+
+    /// Holds a packet for a pending handshake (bounded).
+    fn enqueue(&mut self, vpn_ip: VpnIp, packet: &[u8]) -> TunOutcome {
+        let cap = self.config.handshake_queue_len;
+        match self.hostmap.pending_mut(vpn_ip) {
+            Some(p) if p.queue.len() < cap => {
+                p.queue.push_back(packet.to_vec());
+                TunOutcome::Queued
+            }
+            Some(_) => TunOutcome::Dropped(DropReason::HandshakeQueueFull),
+            None => TunOutcome::Dropped(DropReason::PendingFull),
+        }
+    }
+
+    /// Outbound firewall then seal as a message packet into `out`.
+    fn seal_inside(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        let host = self.hostmap.host(vpn_ip).ok_or(DropReason::NoRemote)?;
+        match self
+            .filter
+            .check(now, Direction::Outbound, packet, &host.peer)
+        {
+            FilterVerdict::Allow => {}
+            FilterVerdict::Drop => return Err(DropReason::FirewallOutbound),
+            FilterVerdict::Reject(reply) => {
+                self.push_tun(reply);
+                return Err(DropReason::FirewallOutbound);
+            }
+        }
+        self.seal_to_host(
+            now,
+            vpn_ip,
+            MessageType::Message,
+            Subtype::MESSAGE_NONE,
+            packet,
+            out,
+        )
+    }
+
+    /// A packet released from a handshake queue or generated locally: filter, seal, queue.
+    pub(super) fn send_queued(&mut self, now: Instant, vpn_ip: VpnIp, packet: &[u8]) {
+        let mut out = vec![0u8; packet.len() + OVERHEAD];
+        match self.seal_inside(now, vpn_ip, packet, &mut out) {
+            Ok((to, len)) => {
+                out.truncate(len);
+                self.push_transmit(to, out);
+            }
+            Err(r) => self.drops.count(r),
+        }
+    }
+
+    /// Seals and queues a control packet (test, closeTunnel, lighthouse...) to a tunnel.
+    pub(super) fn send_control(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        t: MessageType,
+        st: Subtype,
+        payload: &[u8],
+    ) {
+        let mut out = vec![0u8; payload.len() + OVERHEAD];
+        match self.seal_to_host(now, vpn_ip, t, st, payload, &mut out) {
+            Ok((to, len)) => {
+                out.truncate(len);
+                self.push_transmit(to, out);
+            }
+            Err(r) => self.drops.count(r),
+        }
+    }
+
+    /// Header with the next counter, payload copied in, sealed in `out`.
+    fn seal_to_host(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        t: MessageType,
+        st: Subtype,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        let alive = self.config.connection_alive_interval;
+        let host = self.hostmap.host_mut(vpn_ip).ok_or(DropReason::NoRemote)?;
+        let to = host.remote.ok_or(DropReason::NoRemote)?;
+        if out.len() < payload.len() + OVERHEAD {
+            return Err(DropReason::BufferTooSmall);
+        }
+        let counter = host
+            .counter
+            .checked_add(1)
+            .ok_or(DropReason::CounterExhausted)?;
+        host.counter = counter;
+        Header::new(t, st, host.remote_index, counter).write_to(out);
+        out[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+        let len = host
+            .session
+            .seal_in_place(counter, out, payload.len())
+            .map_err(|_| DropReason::BufferTooSmall)?;
+        if !host.liveness.out_tracked {
+            host.liveness.out_tracked = true;
+            host.liveness.check_at = Some(now + alive);
+            self.timers.push(Reverse((now + alive, vpn_ip)));
+        }
+        Ok((to, len))
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+        let header = match Header::parse(buf) {
+            Ok(h) => h,
+            Err(HeaderError::TooShort(_)) => {
+                return DatagramOutcome::Dropped(DropReason::ShortDatagram)
+            }
+            Err(HeaderError::UnknownType(_)) => {
+                return DatagramOutcome::Dropped(DropReason::UnknownMessageType)
+            }
+        };
+        if let IpAddr::V4(ip) = canonical(from.ip()) {
+            if self.identity.vpn_net.contains(ip) {
+                return DatagramOutcome::Dropped(DropReason::FromVpnNetwork);
+            }
+        }
+        match header.message_type {
+            MessageType::Handshake => self.handle_handshake(now, from, &header, buf),
+            MessageType::Message => self.handle_message(now, from, &header, buf),
+            MessageType::RecvError => self.handle_recv_error(now, from, &header),
+            MessageType::Test => self.handle_test(now, from, &header, buf),
+            MessageType::CloseTunnel => self.handle_close(now, from, &header, buf),
+            MessageType::LightHouse => {
+                self.handle_unsupported(now, from, &header, buf, DropReason::LightHouseUnsupported)
+            }
+            MessageType::Control => {
+                self.handle_unsupported(now, from, &header, buf, DropReason::ControlUnsupported)
+            }
+        }
+    }
+
+    /// Index lookup, replay check (recv_error on failure), authenticate, window update.
+    /// Returns the peer and the plaintext length at `buf[16..]`.
+    fn open(
+        &mut self,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> Result<(VpnIp, usize), DropReason> {
+        let idx = LocalIndex(header.remote_index.0);
+        let Some(vpn_ip) = self.hostmap.host_by_index(idx) else {
+            self.maybe_send_recv_error(from, header.remote_index);
+            return Err(DropReason::UnknownIndex);
+        };
+        let host = self
+            .hostmap
+            .host_mut(vpn_ip)
+            .ok_or(DropReason::UnknownIndex)?;
+        if !host.window.check(header.counter) {
+            self.maybe_send_recv_error(from, header.remote_index);
+            return Err(DropReason::Replay);
+        }
+        let n = host
+            .session
+            .open_in_place(header.counter, buf)
+            .map_err(|_| DropReason::AuthFailed)?;
+        if !host.window.update(header.counter) {
+            return Err(DropReason::ReplayAfterDecrypt);
+        }
+        Ok((vpn_ip, n))
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
+        if header.subtype == Subtype::MESSAGE_RELAY {
+            // Relay legs plug in here (separate relay-index table).
+            return DatagramOutcome::Dropped(DropReason::RelayUnsupported);
+        }
+        if header.subtype != Subtype::MESSAGE_NONE {
+            return DatagramOutcome::Dropped(DropReason::UnknownMessageType);
+        }
+        let (vpn_ip, n) = match self.open(from, header, buf) {
+            Ok(v) => v,
+            Err(r) => return DatagramOutcome::Dropped(r),
+        };
+        self.roam(now, vpn_ip, from);
+        let range = HEADER_LEN..HEADER_LEN + n;
+        if let Err(r) = self.check_inbound(now, vpn_ip, &buf[range.clone()]) {
+            return DatagramOutcome::Dropped(r);
+        }
+        self.mark_in(vpn_ip);
+        if self.config.tun_disabled {
+            return self.disabled_tun_write(now, vpn_ip, &buf[range]);
+        }
+        DatagramOutcome::ToTun(range)
+    }
+
+    /// Inner packet must parse, come from the peer's cert IPs/subnets, and pass the firewall.
+    fn check_inbound(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
+        let info = ipv4::parse(packet)?;
+        let host = self.hostmap.host(vpn_ip).ok_or(DropReason::UnknownIndex)?;
+        if !host.peer.allows_source(info.src) {
+            return Err(DropReason::InnerSourceNotAllowed);
+        }
+        match self
+            .filter
+            .check(now, Direction::Inbound, packet, &host.peer)
+        {
+            FilterVerdict::Allow => Ok(()),
+            FilterVerdict::Drop => Err(DropReason::FirewallInbound),
+            FilterVerdict::Reject(reply) => {
+                // The reject answers the peer directly; it does not pass the outbound rules.
+                let (t, st) = (MessageType::Message, Subtype::MESSAGE_NONE);
+                self.send_control(now, vpn_ip, t, st, &reply);
+                Err(DropReason::FirewallInbound)
+            }
+        }
+    }
+
+    /// Without a TUN device only ICMP echo requests get an answer (`overlay/tun_disabled.go`).
+    fn disabled_tun_write(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        packet: &[u8],
+    ) -> DatagramOutcome {
+        match ipv4::echo_reply(packet) {
+            Some(reply) => {
+                self.send_queued(now, vpn_ip, &reply);
+                DatagramOutcome::Handled
+            }
+            _ => DatagramOutcome::Dropped(DropReason::TunDisabled),
+        }
+    }
+
+    fn handle_test(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
+        let (vpn_ip, n) = match self.open(from, header, buf) {
+            Ok(v) => v,
+            Err(r) => return DatagramOutcome::Dropped(r),
+        };
+        self.roam(now, vpn_ip, from);
+        self.mark_in(vpn_ip);
+        if header.subtype == Subtype::TEST_REQUEST {
+            // The reply's content is meaningless to 1.6.1; echo the request like newer Nebulas.
+            let payload = buf[HEADER_LEN..HEADER_LEN + n].to_vec();
+            self.send_control(
+                now,
+                vpn_ip,
+                MessageType::Test,
+                Subtype::TEST_REPLY,
+                &payload,
+            );
+        }
+        DatagramOutcome::Handled
+    }
+
+    /// closeTunnel is authenticated before acting (1.6.1 does not; newer Nebulas do).
+    fn handle_close(
+        &mut self,
+        _now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
+        match self.open(from, header, buf) {
+            Ok((vpn_ip, _)) => {
+                self.hostmap.remove_host(vpn_ip);
+                self.push_event(Event::TunnelClosed {
+                    vpn_ip,
+                    reason: CloseReason::PeerClosed,
+                });
+                DatagramOutcome::Handled
+            }
+            Err(r) => DatagramOutcome::Dropped(r),
+        }
+    }
+
+    /// Authenticated packets of kinds handled by later modules (lighthouse, relay control).
+    fn handle_unsupported(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+        reason: DropReason,
+    ) -> DatagramOutcome {
+        if let Err(r) = self.open(from, header, buf) {
+            return DatagramOutcome::Dropped(r);
+        }
+        if let Some(vpn_ip) = self
+            .hostmap
+            .host_by_index(LocalIndex(header.remote_index.0))
+        {
+            self.roam(now, vpn_ip, from);
+            self.mark_in(vpn_ip);
+        }
+        DatagramOutcome::Dropped(reason)
+    }
+
+    /// Fourth recv_error from the tunnel's current remote closes it locally (`handleRecvError`).
+    fn handle_recv_error(
+        &mut self,
+        _now: Instant,
+        from: SocketAddr,
+        header: &Header,
+    ) -> DatagramOutcome {
+        let Some(vpn_ip) = self.hostmap.host_by_remote_index(header.remote_index) else {
+            return DatagramOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        let Some(host) = self.hostmap.host_mut(vpn_ip) else {
+            return DatagramOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        if host.recv_errors < MAX_RECV_ERRORS {
+            host.recv_errors += 1;
+            return DatagramOutcome::Handled;
+        }
+        if host.remote.is_some_and(|r| r != from) {
+            return DatagramOutcome::Handled;
+        }
+        self.hostmap.remove_host(vpn_ip);
+        self.push_event(Event::TunnelClosed {
+            vpn_ip,
+            reason: CloseReason::RecvError,
+        });
+        DatagramOutcome::Handled
+    }
+
+    fn maybe_send_recv_error(&mut self, to: SocketAddr, index: RemoteIndex) {
+        let allowed = match self.config.send_recv_error {
+            SendRecvError::Always => true,
+            SendRecvError::Never => false,
+            SendRecvError::Private => is_private(canonical(to.ip())),
+        };
+        if allowed {
+            let h = Header::new(MessageType::RecvError, Subtype::NONE, index, 0);
+            self.push_transmit(to, h.encode().to_vec());
+        }
+    }
+
+    /// Switches the tunnel to the address an authenticated packet came from (`handleHostRoaming`).
+    fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
+        let Some(host) = self.hostmap.host_mut(vpn_ip) else {
+            return;
+        };
+        if host.remote == Some(from) {
+            return;
+        }
+        if let Some((at, prev)) = host.last_roam {
+            if prev == Some(from) && now.saturating_duration_since(at) < ROAMING_SUPPRESS {
+                return;
+            }
+        }
+        let old = host.remote;
+        host.last_roam = Some((now, old));
+        host.remote = Some(from);
+        self.push_event(Event::Roamed {
+            vpn_ip,
+            from: old,
+            to: from,
+        });
+    }
+
+    fn mark_in(&mut self, vpn_ip: VpnIp) {
+        if let Some(h) = self.hostmap.host_mut(vpn_ip) {
+            h.liveness.saw_in = true;
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4 (an AF_INET6 socket reports them that way).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Go's `IP.IsPrivate`: RFC 1918 and fc00::/7.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}

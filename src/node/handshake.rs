@@ -1,0 +1,442 @@
+//! Handshake manager (`handshake_ix.go`, `handshake_manager.go` in 1.6.1): starting and retrying
+//! our own handshakes, answering stage 1, completing on stage 2, and resolving conflicts with
+//! existing tunnels and simultaneous attempts.
+//!
+//! Retries re-send the identical stage-1 datagram with linear back-off (attempt n waits
+//! n × try_interval). A duplicate stage 1 gets the cached stage 2. A stage 1 whose Time is not
+//! newer than the existing tunnel's is refused with a TestRequest over that tunnel. When both
+//! sides initiate, the handshake started by the higher VPN IP wins.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use prost::Message;
+
+use crate::crypto::{NoiseHandshake, ReplayWindow, Session};
+use crate::wire::{
+    Header, MessageType, NebulaHandshake, NebulaHandshakeDetails, RemoteIndex, Subtype, HEADER_LEN,
+};
+
+use super::hostmap::{HostInfo, Liveness, PendingHandshake};
+use super::types::{DropReason, LocalIndex, PeerCert, VpnIp};
+use super::{CloseReason, DatagramOutcome, Event, Node};
+
+/// Handshake datagrams never legitimately get near this; bigger ones are not worth parsing.
+const MAX_HANDSHAKE_LEN: usize = 8 * 1024;
+
+/// What a successful stage-1/stage-2 read yields.
+struct PeerHello {
+    details: NebulaHandshakeDetails,
+    peer: PeerCert,
+}
+
+impl Node {
+    /// Creates a pending handshake (stage 0): builds the stage-1 datagram once and attempts at
+    /// once if an address is known.
+    pub(super) fn start_handshake(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+    ) -> Result<(), DropReason> {
+        if self.hostmap.pending_count() >= self.config.max_pending {
+            return Err(DropReason::PendingFull);
+        }
+        let local_index = self.new_local_index()?;
+        let seed = self.next_seed();
+        let details = NebulaHandshakeDetails {
+            cert: self.identity.cert_handshake_bytes.clone(),
+            initiator_index: local_index.0,
+            time: self.wall_ns(now),
+            ..Default::default()
+        };
+        let payload = NebulaHandshake {
+            details: Some(details),
+            hmac: Vec::new(),
+        }
+        .encode_to_vec();
+        let (noise, stage1) = self
+            .stage1_message(seed, &payload)
+            .map_err(|_| DropReason::HandshakeNoise)?;
+        self.hostmap.insert_pending(PendingHandshake {
+            vpn_ip,
+            local_index,
+            noise,
+            noise_seed: seed,
+            stage1_payload: payload,
+            stage1,
+            attempts: 0,
+            next_attempt: now,
+            started: now,
+            queue: VecDeque::new(),
+            blocked: Vec::new(),
+        });
+        // Known (static) hosts get an immediate attempt; others wait one try_interval for a
+        // lighthouse answer, which fires the attempt early (`lighthouse_triggered_attempt`).
+        if self.remotes_for(vpn_ip).is_empty() {
+            let at = now + self.config.handshake_try_interval;
+            if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
+                p.next_attempt = at;
+            }
+            self.arm_timer(at, vpn_ip);
+        } else {
+            self.handshake_attempt(now, vpn_ip);
+        }
+        Ok(())
+    }
+
+    /// Builds the initiator's Noise state and the stage-1 datagram (header counter 1, index 0).
+    fn stage1_message(
+        &self,
+        seed: [u8; 32],
+        payload: &[u8],
+    ) -> Result<(NoiseHandshake, Vec<u8>), crate::crypto::HandshakeError> {
+        let mut noise =
+            NoiseHandshake::initiator(self.config.cipher, &self.identity.static_secret, seed)?;
+        let header = Header::new(
+            MessageType::Handshake,
+            Subtype::HANDSHAKE_IX_PSK0,
+            RemoteIndex(0),
+            1,
+        );
+        let mut msg = header.encode().to_vec();
+        noise.write_message(payload, &mut msg)?;
+        Ok((noise, msg))
+    }
+
+    /// Runs the retry of `ip` if due (or expires it when out of retries).
+    pub(super) fn handshake_timer(&mut self, now: Instant, ip: VpnIp) {
+        let due = self
+            .hostmap
+            .pending(ip)
+            .is_some_and(|p| p.next_attempt <= now);
+        if due {
+            self.handshake_attempt(now, ip);
+        }
+    }
+
+    /// One attempt: send the stored stage 1 to every known address, then back off linearly.
+    fn handshake_attempt(&mut self, now: Instant, vpn_ip: VpnIp) {
+        let retries = self.config.handshake_retries;
+        let Some(p) = self.hostmap.pending(vpn_ip) else {
+            return;
+        };
+        if p.attempts >= retries {
+            if let Some(p) = self.hostmap.remove_pending(vpn_ip) {
+                let dropped_packets = p.queue.len();
+                self.push_event(Event::HandshakeTimedOut {
+                    vpn_ip,
+                    dropped_packets,
+                });
+            }
+            return;
+        }
+        let addrs: Vec<SocketAddr> = self
+            .remotes_for(vpn_ip)
+            .into_iter()
+            .filter(|a| !p.blocked.contains(a))
+            .collect();
+        let msg = p.stage1.clone();
+        for to in addrs {
+            self.push_transmit(to, msg.clone());
+        }
+        let interval = self.config.handshake_try_interval;
+        if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
+            p.attempts += 1;
+            let wait = interval.saturating_mul(p.attempts);
+            // A silly config (huge retries) must not overflow the clock.
+            p.next_attempt = now.checked_add(wait).unwrap_or(now + interval);
+            let at = p.next_attempt;
+            self.arm_timer(at, vpn_ip);
+        }
+    }
+
+    /// Known underlay addresses of a peer, in handshake order.
+    fn remotes_for(&self, vpn_ip: VpnIp) -> Vec<SocketAddr> {
+        self.remotes
+            .get(&vpn_ip)
+            .map(|r| r.addrs())
+            .unwrap_or_default()
+    }
+
+    /// A lighthouse answer arrived: attempt at once, but only before the first regular attempt
+    /// (`handleOutbound` with lighthouseTriggered), keeping the regular schedule.
+    pub(super) fn lighthouse_triggered_attempt(&mut self, now: Instant, vpn_ip: VpnIp) {
+        let fresh = self
+            .hostmap
+            .pending(vpn_ip)
+            .is_some_and(|p| p.attempts == 0);
+        if fresh {
+            self.handshake_attempt(now, vpn_ip);
+        }
+    }
+
+    /// Dispatches a handshake packet by its header counter.
+    pub(super) fn handle_handshake(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        packet: &[u8],
+    ) -> DatagramOutcome {
+        if packet.len() > MAX_HANDSHAKE_LEN {
+            return DatagramOutcome::Dropped(DropReason::HandshakePayload);
+        }
+        let r = match header.counter {
+            1 => self.handle_stage1(now, from, packet),
+            2 => self.handle_stage2(now, from, header, packet),
+            _ => Err(DropReason::UnexpectedHandshakeCounter),
+        };
+        match r {
+            Ok(()) => DatagramOutcome::Handled,
+            Err(reason) => DatagramOutcome::Dropped(reason),
+        }
+    }
+
+    /// Responder side (`ixHandshakeStage1` + `CheckAndComplete`).
+    fn handle_stage1(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
+        let noise_part = &packet[HEADER_LEN..];
+        if let Some(cached) = self.duplicate_stage1(noise_part) {
+            self.push_transmit(from, cached);
+            return Ok(());
+        }
+        let seed = self.next_seed();
+        let mut noise =
+            NoiseHandshake::responder(self.config.cipher, &self.identity.static_secret, seed)
+                .map_err(|_| DropReason::HandshakeNoise)?;
+        let payload = noise
+            .read_message(noise_part)
+            .map_err(|_| DropReason::HandshakeNoise)?;
+        let hello = self.read_hello(&noise, &payload, now)?;
+        let vpn_ip = hello.peer.vpn_ip;
+        if vpn_ip == self.identity.vpn_ip {
+            return Err(DropReason::HandshakeSelf);
+        }
+        if let Some(existing) = self.hostmap.host(vpn_ip) {
+            if existing.handshake_time >= hello.details.time {
+                self.send_test_request(now, vpn_ip);
+                return Err(DropReason::HandshakeTooOld);
+            }
+        }
+        // Simultaneous initiation: the handshake started by the higher VPN IP wins (1.6.1).
+        let overwrite = vpn_ip > self.identity.vpn_ip;
+        if self.hostmap.pending(vpn_ip).is_some() && !overwrite {
+            return Err(DropReason::HandshakeLostRace);
+        }
+        if self.hostmap.host(vpn_ip).is_none() && self.hostmap.host_count() >= self.config.max_hosts
+        {
+            return Err(DropReason::HostMapFull);
+        }
+        let local_index = self.new_local_index()?;
+        let (stage2, session) = self.stage2_message(noise, &hello.details, local_index, now)?;
+        let queue = self
+            .hostmap
+            .remove_pending(vpn_ip)
+            .map(|p| p.queue)
+            .unwrap_or_default();
+        let host = HostInfo {
+            vpn_ip,
+            local_index,
+            remote_index: RemoteIndex(hello.details.initiator_index),
+            remote: Some(from),
+            session,
+            window: ReplayWindow::new(),
+            counter: 2,
+            peer: hello.peer,
+            handshake_time: hello.details.time,
+            stage1: noise_part.to_vec(),
+            stage2: stage2.clone(),
+            last_roam: None,
+            recv_errors: 0,
+            liveness: Liveness::default(),
+            initiator: false,
+        };
+        self.push_transmit(from, stage2);
+        self.complete(now, host, queue);
+        Ok(())
+    }
+
+    /// The cached stage 2 if `noise_part` repeats the stage 1 an existing tunnel answered.
+    fn duplicate_stage1(&self, noise_part: &[u8]) -> Option<Vec<u8>> {
+        // 1.6.1 finds the tunnel by VPN IP after verifying the cert; identical bytes imply the
+        // same cert, so looking up by the ephemeral key first is equivalent and skips the DH.
+        self.hostmap
+            .host_by_stage1(noise_part)
+            .map(|h| h.stage2.clone())
+    }
+
+    /// Parses the handshake payload and verifies the recombined certificate.
+    fn read_hello(
+        &self,
+        noise: &NoiseHandshake,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<PeerHello, DropReason> {
+        let hs = NebulaHandshake::decode(payload).map_err(|_| DropReason::HandshakePayload)?;
+        let details = hs.details.ok_or(DropReason::HandshakePayload)?;
+        let key = noise.remote_static().ok_or(DropReason::HandshakeNoise)?;
+        let peer = self
+            .verifier
+            .verify(&details.cert, &key, self.wall_ns(now))
+            .map_err(|_| DropReason::HandshakeCert)?;
+        Ok(PeerHello { details, peer })
+    }
+
+    /// Writes our stage 2 (header: initiator's index, counter 2) and derives the session.
+    fn stage2_message(
+        &self,
+        mut noise: NoiseHandshake,
+        request: &NebulaHandshakeDetails,
+        local_index: LocalIndex,
+        now: Instant,
+    ) -> Result<(Vec<u8>, Session), DropReason> {
+        let details = NebulaHandshakeDetails {
+            responder_index: local_index.0,
+            cert: self.identity.cert_handshake_bytes.clone(),
+            time: self.wall_ns(now),
+            ..request.clone()
+        };
+        let payload = NebulaHandshake {
+            details: Some(details),
+            hmac: Vec::new(),
+        }
+        .encode_to_vec();
+        let header = Header::new(
+            MessageType::Handshake,
+            Subtype::HANDSHAKE_IX_PSK0,
+            RemoteIndex(request.initiator_index),
+            2,
+        );
+        let mut msg = header.encode().to_vec();
+        noise
+            .write_message(&payload, &mut msg)
+            .map_err(|_| DropReason::HandshakeNoise)?;
+        let session = noise
+            .into_session()
+            .map_err(|_| DropReason::HandshakeNoise)?;
+        Ok((msg, session))
+    }
+
+    /// Initiator side (`ixHandshakeStage2`).
+    fn handle_stage2(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        packet: &[u8],
+    ) -> Result<(), DropReason> {
+        let idx = LocalIndex(header.remote_index.0);
+        let Some(vpn_ip) = self.hostmap.pending_by_index(idx) else {
+            return Err(match self.hostmap.host_by_index(idx) {
+                Some(_) => DropReason::HandshakeAlreadyComplete,
+                None => DropReason::HandshakeUnknownIndex,
+            });
+        };
+        let read = self
+            .hostmap
+            .pending_mut(vpn_ip)
+            .map(|p| p.noise.read_message(&packet[HEADER_LEN..]));
+        let payload = match read {
+            Some(Ok(p)) => p,
+            _ => {
+                // A spoofed or corrupt stage 2 must not kill the attempt: rebuild the state.
+                self.rebuild_pending_noise(vpn_ip);
+                return Err(DropReason::HandshakeNoise);
+            }
+        };
+        let Some(pending) = self.hostmap.remove_pending(vpn_ip) else {
+            return Err(DropReason::HandshakeUnknownIndex);
+        };
+        let hello = match self.read_hello(&pending.noise, &payload, now) {
+            Ok(h) => h,
+            Err(reason) => {
+                self.push_event(Event::HandshakeFailed { vpn_ip, reason });
+                return Err(reason);
+            }
+        };
+        if hello.peer.vpn_ip != vpn_ip {
+            self.retry_after_wrong_host(now, pending, from);
+            return Err(DropReason::HandshakeWrongHost);
+        }
+        let session = pending
+            .noise
+            .into_session()
+            .map_err(|_| DropReason::HandshakeNoise)?;
+        let host = HostInfo {
+            vpn_ip,
+            local_index: pending.local_index,
+            remote_index: RemoteIndex(hello.details.responder_index),
+            remote: Some(from),
+            session,
+            window: ReplayWindow::new(),
+            counter: 2,
+            peer: hello.peer,
+            handshake_time: hello.details.time,
+            stage1: Vec::new(),
+            stage2: Vec::new(),
+            last_roam: None,
+            recv_errors: 0,
+            liveness: Liveness::default(),
+            initiator: true,
+        };
+        self.complete(now, host, pending.queue);
+        Ok(())
+    }
+
+    /// Restores the initiator state after a failed stage-2 read (the seed makes it identical).
+    fn rebuild_pending_noise(&mut self, vpn_ip: VpnIp) {
+        let Some(p) = self.hostmap.pending(vpn_ip) else {
+            return;
+        };
+        let (seed, payload) = (p.noise_seed, p.stage1_payload.clone());
+        if let Ok((noise, _)) = self.stage1_message(seed, &payload) {
+            if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
+                p.noise = noise;
+            }
+        }
+    }
+
+    /// The wrong host answered: block that address and keep trying the others with a fresh
+    /// Noise state for the same stage 1 (the queue is kept).
+    fn retry_after_wrong_host(
+        &mut self,
+        now: Instant,
+        mut pending: PendingHandshake,
+        from: SocketAddr,
+    ) {
+        let Ok((noise, _)) = self.stage1_message(pending.noise_seed, &pending.stage1_payload)
+        else {
+            return;
+        };
+        pending.noise = noise;
+        pending.blocked.push(from);
+        pending.next_attempt = pending.next_attempt.max(now);
+        let (at, ip) = (pending.next_attempt, pending.vpn_ip);
+        self.hostmap.insert_pending(pending);
+        self.arm_timer(at, ip);
+    }
+
+    /// Installs a finished tunnel, replacing any older one, and flushes queued packets.
+    fn complete(&mut self, now: Instant, host: HostInfo, queue: VecDeque<Vec<u8>>) {
+        let (vpn_ip, remote, initiator) = (host.vpn_ip, host.remote, host.initiator);
+        if self.hostmap.insert_host(host).is_some() {
+            self.push_event(Event::TunnelClosed {
+                vpn_ip,
+                reason: CloseReason::Replaced,
+            });
+        }
+        self.push_event(Event::HandshakeComplete {
+            vpn_ip,
+            remote,
+            initiator,
+        });
+        for packet in queue {
+            self.send_queued(now, vpn_ip, &packet);
+        }
+    }
+}
