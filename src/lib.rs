@@ -1,6 +1,6 @@
 //! meshd: a Nebula-compatible overlay mesh daemon.
 //!
-//! The pure, sans-IO core (`cert`, `config`, `wire`, `crypto`, `firewall`, `node`) holds every
+//! The pure, sans-IO core (`net`, `cert`, `config`, `wire`, `crypto`, `firewall`, `node`) holds every
 //! protocol decision and never touches sockets, TUN devices, files, clocks or tokio. `daemon` is
 //! the thin async shell that feeds it; `cli` parses command lines. See ARCHITECTURE.md.
 
@@ -10,5 +10,6 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod firewall;
+pub mod net;
 pub mod node;
 pub mod wire;

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::CertError;
 use super::keys::{CaSigningKey, X25519PrivateKey};
-use super::net::Ipv4Net;
 use super::pem;
 use super::proto::{RawNebulaCertificate, RawNebulaCertificateDetails};
+use crate::net::Ipv4Net;
 
 /// SHA-256 of a certificate's canonical encoding; shown and compared as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,7 @@
 //! `CertError`: every way parsing, verifying or signing a certificate can fail. Messages follow
 //! nebula-cert 1.6.1's wording where it has one, so `meshd cert` prints what users already know.
 
-use super::net::Ipv4Net;
+use crate::net::Ipv4Net;
 
 /// A certificate, key or CA pool problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,20 +4,20 @@
 
 mod certificate;
 mod error;
+mod ipwire;
 mod keys;
-mod net;
 pub mod pem;
 mod pool;
 mod print;
 pub mod proto;
 
+pub use crate::net::{CidrError, Ipv4Net};
 pub use certificate::{CertDetails, Fingerprint, NebulaCertificate};
 pub use error::CertError;
 pub use keys::{
     ed25519_public_key_from_pem, ed25519_public_key_to_pem, x25519_public_key_from_pem,
     x25519_public_key_to_pem, CaSigningKey, X25519PrivateKey,
 };
-pub use net::{CidrError, Ipv4Net};
 pub use pool::{check_root_constraints, sign_host, CaPool, CaStatus, LoadedCaPool, SignError};
 pub use print::{TimeZone, Utc, ZoneOffset};
 

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::certificate::NebulaCertificate;
-use super::net::Ipv4Net;
+use crate::net::Ipv4Net;
 
 /// A zone's offset and abbreviation at some instant (e.g. `3600`, `"CET"`).
 #[derive(Debug, Clone, PartialEq, Eq)]

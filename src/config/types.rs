@@ -3,65 +3,69 @@
 //! defaults or I/O here.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
+use crate::net::{parse_prefix_len, Ipv4Net};
+
 /// An IPv4 or IPv6 network in CIDR form, normalised like Go's `net.ParseCIDR` (host bits cleared).
+/// The IPv4 side is the crate's [`Ipv4Net`]; IPv6 appears only in allow-lists and ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
+pub enum IpNet {
+    V4(Ipv4Net),
+    /// Network address (host bits cleared) and prefix length 0..=128.
+    V6(Ipv6Addr, u8),
 }
 
 impl IpNet {
     /// Builds a network, clearing host bits; `None` if the prefix is too long for the family.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<IpNet> {
-        let addr = match addr {
-            IpAddr::V4(a) if prefix <= 32 => {
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix)))
-            }
-            IpAddr::V6(a) if prefix <= 128 => {
-                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask128(prefix)))
-            }
-            _ => return None,
-        };
-        Some(IpNet { addr, prefix })
+        match addr {
+            IpAddr::V4(a) => Ipv4Net::new(a, prefix).map(|n| IpNet::V4(n.network())),
+            IpAddr::V6(a) if prefix <= 128 => Some(IpNet::V6(
+                Ipv6Addr::from(u128::from(a) & mask128(prefix)),
+                prefix,
+            )),
+            IpAddr::V6(_) => None,
+        }
     }
 
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        match *self {
+            IpNet::V4(n) => IpAddr::V4(n.addr()),
+            IpNet::V6(a, _) => IpAddr::V6(a),
+        }
     }
 
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        match *self {
+            IpNet::V4(n) => n.prefix(),
+            IpNet::V6(_, p) => p,
+        }
     }
 
     pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
+        matches!(self, IpNet::V4(_))
     }
 
     /// True if `ip` lies inside this network (never across address families).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => u32::from(a) & mask32(self.prefix) == u32::from(n),
-            (IpAddr::V6(n), IpAddr::V6(a)) => u128::from(a) & mask128(self.prefix) == u128::from(n),
+        match (*self, ip) {
+            (IpNet::V4(n), IpAddr::V4(a)) => n.contains(a),
+            (IpNet::V6(n, p), IpAddr::V6(a)) => u128::from(a) & mask128(p) == u128::from(n),
             _ => false,
         }
     }
 
     /// True if all of `other` lies inside this network.
     pub fn contains_net(&self, other: &IpNet) -> bool {
-        other.prefix >= self.prefix && self.contains(other.addr)
+        other.prefix() >= self.prefix() && self.contains(other.addr())
     }
 
     /// True if the two networks share any address.
     pub fn overlaps(&self, other: &IpNet) -> bool {
         self.contains_net(other) || other.contains_net(self)
     }
-}
-
-fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
 }
 
 fn mask128(prefix: u8) -> u128 {
@@ -71,28 +75,23 @@ fn mask128(prefix: u8) -> u128 {
 impl FromStr for IpNet {
     type Err = String;
     fn from_str(s: &str) -> Result<IpNet, String> {
-        let (ip, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("invalid CIDR address: {s}"))?;
-        let addr: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("invalid CIDR address: {s}"))?;
-        // Go accepts only plain decimal prefixes (no sign, no leading zeros beyond "0").
-        let valid_digits = !prefix.is_empty()
-            && prefix.len() <= 3
-            && prefix.bytes().all(|b| b.is_ascii_digit())
-            && !(prefix.len() > 1 && prefix.starts_with('0'));
-        let prefix: u8 = match prefix.parse() {
-            Ok(p) if valid_digits => p,
-            _ => return Err(format!("invalid CIDR address: {s}")),
-        };
-        IpNet::new(addr, prefix).ok_or_else(|| format!("invalid CIDR address: {s}"))
+        let invalid = || format!("invalid CIDR address: {s}");
+        let (ip, prefix) = s.split_once('/').ok_or_else(invalid)?;
+        let addr: IpAddr = ip.parse().map_err(|_| invalid())?;
+        // Unlike `Ipv4Net::parse_cidr`, no leading zeros beyond "0" (as this module always did).
+        if prefix.len() > 1 && prefix.starts_with('0') {
+            return Err(invalid());
+        }
+        let prefix = parse_prefix_len(prefix)
+            .and_then(|p| u8::try_from(p).ok())
+            .ok_or_else(invalid)?;
+        IpNet::new(addr, prefix).ok_or_else(invalid)
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.addr(), self.prefix())
     }
 }
 

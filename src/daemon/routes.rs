@@ -5,7 +5,6 @@
 //! kernel only learns "this prefix goes to the tun device, with this MTU and metric". The layout
 //! mirrors Nebula's `overlay/tun_linux.go` (`Activate`, `advMSS`).
 
-use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -21,45 +20,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{constants::NETLINK_ROUTE, Socket, SocketAddr};
 
-/// An IPv4 network with its host bits cleared, so two spellings of one network compare equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Net {
-    network: Ipv4Addr,
-    prefix_len: u8,
-}
-
-impl Ipv4Net {
-    /// `None` when `prefix_len` > 32.
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Net> {
-        let mask = prefix_mask(prefix_len)?;
-        Some(Ipv4Net {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix_len,
-        })
-    }
-
-    /// The network address.
-    pub fn network(&self) -> Ipv4Addr {
-        self.network
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    /// True when `ip` lies inside this network.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = prefix_mask(self.prefix_len).unwrap_or(0);
-        u32::from(ip) & mask == u32::from(self.network)
-    }
-}
-
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
-}
+pub use crate::net::Ipv4Net;
 
 /// One entry of `tun.routes` (mtu set) or `tun.unsafe_routes` (mtu and metric optional).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +69,7 @@ pub fn plan(vpn_ip: Ipv4Addr, vpn_net: Ipv4Net, tun_mtu: u32, specs: &[RouteSpec
     };
     let mut routes = Vec::with_capacity(specs.len() + 1);
     routes.push(KernelRoute {
-        dest: vpn_net,
+        dest: vpn_net.network(),
         mtu: tun_mtu,
         adv_mss: adv_mss(tun_mtu),
         metric: 0,
@@ -118,7 +79,7 @@ pub fn plan(vpn_ip: Ipv4Addr, vpn_net: Ipv4Net, tun_mtu: u32, specs: &[RouteSpec
     for s in specs {
         let mtu = s.mtu.unwrap_or(tun_mtu);
         routes.push(KernelRoute {
-            dest: s.dest,
+            dest: s.dest.network(),
             mtu,
             adv_mss: adv_mss(mtu),
             metric: s.metric,
@@ -213,18 +174,10 @@ fn already_gone(e: &io::Error) -> bool {
     )
 }
 
-fn prefix_mask(prefix_len: u8) -> Option<u32> {
-    match prefix_len {
-        0 => Some(0),
-        1..=32 => Some(u32::MAX << (32 - prefix_len)),
-        _ => None,
-    }
-}
-
 fn route_message(ifindex: u32, r: &KernelRoute, adding: bool) -> RouteMessage {
     let mut msg = RouteMessage::default();
     msg.header.address_family = AddressFamily::Inet;
-    msg.header.destination_prefix_length = r.dest.prefix_len();
+    msg.header.destination_prefix_length = r.dest.prefix();
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
     msg.header.scope = RouteScope::Link;
     msg.header.kind = RouteType::Unicast;
@@ -235,7 +188,7 @@ fn route_message(ifindex: u32, r: &KernelRoute, adding: bool) -> RouteMessage {
     };
     let attrs = &mut msg.attributes;
     attrs.push(RouteAttribute::Destination(RouteAddress::Inet(
-        r.dest.network(),
+        r.dest.network().addr(),
     )));
     attrs.push(RouteAttribute::Oif(ifindex));
     if r.metric > 0 {
@@ -313,7 +266,9 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         let (a, p) = s.split_once('/').unwrap();
-        Ipv4Net::new(a.parse().unwrap(), p.parse().unwrap()).unwrap()
+        Ipv4Net::new(a.parse().unwrap(), p.parse().unwrap())
+            .unwrap()
+            .network()
     }
 
     #[test]

@@ -179,6 +179,8 @@ impl PeerSet {
             self.hosts.entry(host.clone()).or_default().add(local);
         }
         if let Some(CidrSpec::V4(net)) = rule.cidr {
+            // Compare spellings of one network as equal, as the old masked type did.
+            let net = net.network();
             match self.cidrs.iter_mut().find(|(n, _)| *n == net) {
                 Some((_, set)) => set.add(local),
                 None => {
@@ -223,6 +225,7 @@ impl LocalSet {
         match local {
             None | Some(CidrSpec::Any) => self.any = true,
             Some(CidrSpec::V4(n)) => {
+                let n = n.network();
                 if !self.nets.contains(&n) {
                     self.nets.push(n);
                 }

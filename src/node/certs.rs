@@ -5,10 +5,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::cert::{CaPool, CertError, Ipv4Net, NebulaCertificate, X25519PrivateKey};
+use crate::cert::{CaPool, CertError, NebulaCertificate, X25519PrivateKey};
 use crate::crypto::StaticSecret;
 
-use super::types::{Cidr, PeerCert, VpnIp};
+use super::types::{PeerCert, VpnIp};
 use super::{CertVerifier, Identity};
 
 /// Verifies handshake certificates against a CA pool (`RecombineCertAndValidate`).
@@ -42,17 +42,13 @@ pub fn peer_cert(cert: &NebulaCertificate, issuer_name: String) -> Result<PeerCe
     Ok(PeerCert {
         vpn_ip: VpnIp::from(vpn_ip),
         ips: cert.ips().iter().map(|n| n.addr()).collect(),
-        subnets: cert.subnets().iter().filter_map(|n| cidr(*n)).collect(),
+        subnets: cert.subnets().to_vec(),
         name: cert.name().to_string(),
         groups: cert.groups().to_vec(),
         fingerprint: cert.fingerprint().to_string(),
         issuer: cert.issuer().map(|f| f.to_string()).unwrap_or_default(),
         issuer_name,
     })
-}
-
-fn cidr(n: Ipv4Net) -> Option<Cidr> {
-    Cidr::new(n.addr(), n.prefix())
 }
 
 /// Builds our identity from `pki.cert` and `pki.key` PEM; the key must match the certificate.
@@ -76,7 +72,7 @@ pub fn identity_from_cert(
     let addr: Ipv4Addr = first.addr();
     Ok(Identity {
         vpn_ip: VpnIp::from(addr),
-        vpn_net: Cidr::new(addr, first.prefix()).ok_or(CertError::MissingDetails)?,
+        vpn_net: first,
         static_secret: StaticSecret(*key.as_bytes()),
         cert_handshake_bytes: cert.marshal_without_public_key(),
     })

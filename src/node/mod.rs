@@ -37,7 +37,7 @@ use crate::crypto::{Cipher, StaticSecret};
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use remotes::RemoteList;
-pub use types::{Cidr, DropCounters, DropReason, LocalIndex, PeerCert, VpnIp};
+pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
 /// Bytes of tunnel overhead per data packet: header and AEAD tag.
 pub const OVERHEAD: usize = crate::wire::HEADER_LEN + crate::crypto::TAG_LEN;
@@ -102,7 +102,7 @@ pub struct Identity {
     pub vpn_ip: VpnIp,
     /// The VPN network (first cert IP with its prefix): underlay packets from inside it are
     /// refused, and its broadcast address is never tunnelled.
-    pub vpn_net: Cidr,
+    pub vpn_net: Ipv4Net,
     pub static_secret: StaticSecret,
     /// Our certificate in handshake form (marshalled without the public key).
     pub cert_handshake_bytes: Vec<u8>,

@@ -1,7 +1,9 @@
-//! Small value types of the node: VPN IPs, local indexes, CIDRs, the verified peer identity and
+//! Small value types of the node: VPN IPs, local indexes, the verified peer identity and
 //! the counted drop reasons. No behaviour beyond parsing and containment.
 
 use std::net::Ipv4Addr;
+
+pub use crate::net::Ipv4Net;
 
 /// An overlay (VPN) IPv4 address; Nebula stores it as the big-endian u32 of its 4 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,36 +32,6 @@ impl std::fmt::Display for VpnIp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LocalIndex(pub u32);
 
-/// An IPv4 network (address + prefix length), host bits allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// None if `prefix > 32`.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        (prefix <= 32).then_some(Cidr { addr, prefix })
-    }
-
-    fn mask(self) -> u32 {
-        match self.prefix {
-            0 => 0,
-            p => u32::MAX << (32 - u32::from(p.min(32))),
-        }
-    }
-
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) & self.mask()) == (u32::from(self.addr) & self.mask())
-    }
-
-    /// The all-ones host address of the network.
-    pub fn broadcast(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-}
-
 /// What the node keeps of a peer's verified certificate. Filled by the [`crate::node::CertVerifier`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCert {
@@ -68,7 +40,7 @@ pub struct PeerCert {
     /// All IPs of the certificate (each counts as a single address).
     pub ips: Vec<Ipv4Addr>,
     /// `subnets` of the certificate (unsafe routes the peer may source traffic from).
-    pub subnets: Vec<Cidr>,
+    pub subnets: Vec<Ipv4Net>,
     pub name: String,
     pub groups: Vec<String>,
     /// Hex SHA-256 of the certificate.
@@ -178,13 +150,13 @@ mod tests {
 
     #[test]
     fn cidr_contains_and_broadcast() {
-        let n = Cidr::new(Ipv4Addr::new(10, 42, 1, 5), 16).unwrap();
+        let n = Ipv4Net::new(Ipv4Addr::new(10, 42, 1, 5), 16).unwrap();
         assert!(n.contains(Ipv4Addr::new(10, 42, 200, 1)));
         assert!(!n.contains(Ipv4Addr::new(10, 43, 0, 1)));
         assert_eq!(n.broadcast(), Ipv4Addr::new(10, 42, 255, 255));
-        let all = Cidr::new(Ipv4Addr::UNSPECIFIED, 0).unwrap();
+        let all = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap();
         assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
-        assert!(Cidr::new(Ipv4Addr::LOCALHOST, 33).is_none());
+        assert!(Ipv4Net::new(Ipv4Addr::LOCALHOST, 33).is_none());
     }
 
     #[test]
@@ -192,7 +164,7 @@ mod tests {
         let p = PeerCert {
             vpn_ip: VpnIp(0x0a2a0105),
             ips: vec![Ipv4Addr::new(10, 42, 1, 5)],
-            subnets: vec![Cidr::new(Ipv4Addr::new(192, 168, 7, 0), 24).unwrap()],
+            subnets: vec![Ipv4Net::new(Ipv4Addr::new(192, 168, 7, 0), 24).unwrap()],
             name: "a".into(),
             groups: vec![],
             fingerprint: String::new(),

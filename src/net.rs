@@ -1,11 +1,10 @@
-//! `Ipv4Net`: an IPv4 address with a prefix length, as carried in certificate `Ips`/`Subnets`.
-//! The address is kept as written (a host cert's VPN IP is `10.42.1.5/16`, not the network).
-//! Pure value type; knows nothing about certificates beyond the (address, mask) wire pair.
+//! `Ipv4Net`: the crate's one IPv4 network type, an address with a prefix length (0..=32).
+//! The address is kept as written (a host cert's VPN IP is `10.42.1.5/16`, not the network);
+//! callers that want Go's `net.ParseCIDR` normalisation take [`Ipv4Net::network`].
+//! Pure value type: parsing, masks and containment only; no wire formats, no module wording.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-
-use super::error::CertError;
 
 /// An IPv4 address and a contiguous prefix length (0..=32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,43 +23,36 @@ pub enum CidrError {
 }
 
 impl Ipv4Net {
-    /// Builds a network; `None` if `prefix > 32`.
+    /// Builds a network, keeping `addr` as given; `None` if `prefix > 32`.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
         (prefix <= 32).then_some(Ipv4Net { addr, prefix })
     }
 
-    /// Decodes a certificate (address, mask) pair; the mask must be a contiguous prefix.
-    pub fn from_wire(addr: u32, mask: u32) -> Result<Self, CertError> {
-        let prefix = mask.leading_ones();
-        if mask.checked_shl(prefix).unwrap_or(0) != 0 {
-            return Err(CertError::NonContiguousMask {
-                addr: Ipv4Addr::from(addr),
-                mask,
-            });
-        }
-        // leading_ones of a u32 is at most 32, so it fits a u8.
-        Ok(Ipv4Net {
-            addr: Ipv4Addr::from(addr),
-            prefix: prefix as u8,
-        })
+    /// A /32 holding exactly `addr`.
+    pub fn host(addr: Ipv4Addr) -> Self {
+        Ipv4Net { addr, prefix: 32 }
     }
 
-    /// The (address, mask) pair as stored in a certificate.
-    pub fn to_wire(self) -> (u32, u32) {
-        (u32::from(self.addr), self.mask())
+    /// Builds a network from an address and a netmask; `None` unless the mask is contiguous.
+    pub fn from_mask(addr: Ipv4Addr, mask: u32) -> Option<Self> {
+        let prefix = mask.leading_ones();
+        if mask.checked_shl(prefix).unwrap_or(0) != 0 {
+            return None;
+        }
+        // leading_ones of a u32 is at most 32, so it fits a u8.
+        Self::new(addr, prefix as u8)
     }
 
     /// Parses `a.b.c.d/n` like Go's `net.ParseCIDR`, keeping the address as written.
     pub fn parse_cidr(s: &str) -> Result<Self, CidrError> {
         let invalid = || CidrError::Invalid(s.to_string());
         let (ip, bits) = s.split_once('/').ok_or_else(invalid)?;
-        // Go accepts only plain decimal digits (leading zeros allowed) after the slash.
-        if bits.is_empty() || bits.len() > 3 || !bits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid());
-        }
-        let prefix: u8 = bits.parse().map_err(|_| invalid())?;
+        let prefix = parse_prefix_len(bits).ok_or_else(invalid)?;
         match ip.parse::<Ipv4Addr>() {
-            Ok(addr) => Ipv4Net::new(addr, prefix).ok_or_else(invalid),
+            Ok(addr) => u8::try_from(prefix)
+                .ok()
+                .and_then(|p| Ipv4Net::new(addr, p))
+                .ok_or_else(invalid),
             Err(_) if ip.parse::<Ipv6Addr>().is_ok() && prefix <= 128 => {
                 Err(CidrError::NotIpv4(s.to_string()))
             }
@@ -93,16 +85,30 @@ impl Ipv4Net {
         }
     }
 
+    /// The all-ones host address of the network.
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
     /// True if `ip` lies inside this network.
     pub fn contains(self, ip: Ipv4Addr) -> bool {
         (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
     }
 
     /// Nebula's CA rule (cert.go netMatch): `inner`'s address is inside this network and its
-    /// prefix is at least as long.
+    /// prefix is at least as long. Also "all of `inner` lies inside this network".
     pub fn covers(self, inner: Ipv4Net) -> bool {
         self.contains(inner.addr) && inner.prefix >= self.prefix
     }
+}
+
+/// Go's prefix-length syntax after the slash: 1 to 3 plain decimal digits (leading zeros allowed,
+/// no sign). The family's upper bound is the caller's to check.
+pub fn parse_prefix_len(bits: &str) -> Option<u16> {
+    if bits.is_empty() || bits.len() > 3 || !bits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    bits.parse().ok()
 }
 
 impl fmt::Display for Ipv4Net {
@@ -114,18 +120,6 @@ impl fmt::Display for Ipv4Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wire_round_trip_and_masks() {
-        let n = Ipv4Net::from_wire(0x0A2A0105, 0xFFFF0000).unwrap();
-        assert_eq!(n.to_string(), "10.42.1.5/16");
-        assert_eq!(n.to_wire(), (0x0A2A0105, 0xFFFF0000));
-        assert_eq!(n.network().to_string(), "10.42.0.0/16");
-        assert_eq!(Ipv4Net::from_wire(1, 0).unwrap().prefix(), 0);
-        assert_eq!(Ipv4Net::from_wire(1, u32::MAX).unwrap().prefix(), 32);
-        assert!(Ipv4Net::from_wire(1, 0xFF00FF00).is_err());
-        assert!(Ipv4Net::from_wire(1, 0x00FFFFFF).is_err());
-    }
 
     #[test]
     fn parse_cidr_like_go() {
@@ -159,5 +153,23 @@ mod tests {
         assert!(ca.covers(Ipv4Net::parse_cidr("10.42.1.5/24").unwrap()));
         assert!(!ca.covers(Ipv4Net::parse_cidr("10.42.1.5/8").unwrap()));
         assert!(!ca.covers(Ipv4Net::parse_cidr("10.43.1.5/24").unwrap()));
+    }
+
+    #[test]
+    fn masks_network_broadcast_contains() {
+        let n = Ipv4Net::new(Ipv4Addr::new(10, 42, 1, 5), 16).unwrap();
+        assert_eq!(n.mask(), 0xFFFF_0000);
+        assert_eq!(n.network().to_string(), "10.42.0.0/16");
+        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 42, 255, 255));
+        assert!(n.contains(Ipv4Addr::new(10, 42, 200, 1)));
+        assert!(!n.contains(Ipv4Addr::new(10, 43, 0, 1)));
+        let all = Ipv4Net::new(Ipv4Addr::new(1, 2, 3, 4), 0).unwrap();
+        assert!(all.contains(Ipv4Addr::new(255, 255, 255, 255)));
+        assert_eq!(
+            Ipv4Net::host(Ipv4Addr::LOCALHOST).to_string(),
+            "127.0.0.1/32"
+        );
+        assert_eq!(Ipv4Net::from_mask(Ipv4Addr::LOCALHOST, 0xFF00FF00), None);
+        assert!(Ipv4Net::new(Ipv4Addr::LOCALHOST, 33).is_none());
     }
 }
