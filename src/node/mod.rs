@@ -3,7 +3,8 @@
 //!
 //! Inputs: [`Node::handle_datagram`], [`Node::handle_tun_packet`], [`Node::handle_timeout`].
 //! Outputs: [`Node::poll_transmit`], [`Node::poll_tun`], [`Node::poll_event`],
-//! [`Node::poll_timeout`]. Time and randomness are parameters; no sockets, TUN, clocks or tokio.
+//! [`Node::poll_timeout`]. Time and randomness are parameters; no sockets, TUN, clocks or async
+//! runtime.
 //! Certificates are checked through [`CertVerifier`], packets filtered through [`PacketFilter`]
 //! (the firewall plugs in there); this module implements neither.
 //!
