@@ -209,9 +209,7 @@ impl Node {
             MessageType::RecvError => self.handle_recv_error(now, from, &header),
             MessageType::Test => self.handle_test(now, from, &header, buf),
             MessageType::CloseTunnel => self.handle_close(now, from, &header, buf),
-            MessageType::LightHouse => {
-                self.handle_unsupported(now, from, &header, buf, DropReason::LightHouseUnsupported)
-            }
+            MessageType::LightHouse => self.handle_lighthouse(now, from, &header, buf),
             MessageType::Control => {
                 self.handle_unsupported(now, from, &header, buf, DropReason::ControlUnsupported)
             }
@@ -220,7 +218,7 @@ impl Node {
 
     /// Index lookup, replay check (recv_error on failure), authenticate, window update.
     /// Returns the peer and the plaintext length at `buf[16..]`.
-    fn open(
+    pub(super) fn open(
         &mut self,
         from: SocketAddr,
         header: &Header,
@@ -433,7 +431,7 @@ impl Node {
     }
 
     /// Switches the tunnel to the address an authenticated packet came from (`handleHostRoaming`).
-    fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
+    pub(super) fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
         let Some(host) = self.hostmap.host_mut(vpn_ip) else {
             return;
         };
@@ -455,7 +453,7 @@ impl Node {
         });
     }
 
-    fn mark_in(&mut self, vpn_ip: VpnIp) {
+    pub(super) fn mark_in(&mut self, vpn_ip: VpnIp) {
         if let Some(h) = self.hostmap.host_mut(vpn_ip) {
             h.liveness.saw_in = true;
         }

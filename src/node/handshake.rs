@@ -74,6 +74,7 @@ impl Node {
         // Known (static) hosts get an immediate attempt; others wait one try_interval for a
         // lighthouse answer, which fires the attempt early (`lighthouse_triggered_attempt`).
         if self.remotes_for(vpn_ip).is_empty() {
+            self.query_lighthouses(now, vpn_ip);
             let at = now + self.config.handshake_try_interval;
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
                 p.next_attempt = at;
@@ -137,6 +138,10 @@ impl Node {
             .filter(|a| !p.blocked.contains(a))
             .collect();
         let msg = p.stage1.clone();
+        if addrs.len() <= 1 {
+            // Too few candidates (e.g. only a private address): ask again on every attempt.
+            self.query_lighthouses(now, vpn_ip);
+        }
         for to in addrs {
             self.push_transmit(to, msg.clone());
         }
@@ -438,5 +443,6 @@ impl Node {
         for packet in queue {
             self.send_queued(now, vpn_ip, &packet);
         }
+        self.lighthouse_tunnel_up(now, vpn_ip);
     }
 }

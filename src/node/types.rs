@@ -96,7 +96,13 @@ drop_reasons!(
     PendingFull,
     RelayUnsupported,
     ControlUnsupported,
-    LightHouseUnsupported,
+    LightHouseMalformed,
+    // HostQuery/HostUpdateNotification at a non-lighthouse; answers/punches from a
+    // non-lighthouse; an update about another host; a query for an unknown host.
+    LightHouseNotServing,
+    LightHouseNotLighthouse,
+    LightHouseUpdateSpoofed,
+    LightHouseUnknownHost,
     // inner packets
     NotIpv4,
     MalformedIp,
