@@ -439,3 +439,11 @@ pub fn from_wire(d: &NebulaMetaDetails) -> Vec<SocketAddr> {
     });
     v4.chain(v6).collect()
 }
+
+impl Node {
+    /// Seals any `NebulaMeta` to `to` (starting a handshake if needed). For control tooling
+    /// (e.g. a "query lighthouse" command) and tests; normal operation never needs it.
+    pub fn send_lighthouse_message(&mut self, now: Instant, to: VpnIp, meta: &NebulaMeta) {
+        self.send_meta(now, to, meta.encode_to_vec());
+    }
+}
