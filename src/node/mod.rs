@@ -42,6 +42,7 @@ use crate::crypto::{Cipher, StaticSecret};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
+pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
 pub use remotes::RemoteList;
 pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
