@@ -72,11 +72,25 @@ fn public_ip(sim: &Sim, i: usize) -> IpAddr {
 /// Pings a→b (first contact through the lighthouse) and checks the path is direct.
 fn assert_direct(sim: &mut Sim, a: usize, b: usize, seq: u16) {
     assert!(sim.ping_ok(a, b, seq, 10 * S), "no reply {a}->{b}");
-    let ab = sim.host(a, b).and_then(|h| h.remote).expect("a has a tunnel to b");
-    let ba = sim.host(b, a).and_then(|h| h.remote).expect("b has a tunnel to a");
-    assert_eq!(ab.ip(), public_ip(sim, b), "a reaches b at b's NAT, not via the lighthouse");
+    let ab = sim
+        .host(a, b)
+        .and_then(|h| h.remote)
+        .expect("a has a tunnel to b");
+    let ba = sim
+        .host(b, a)
+        .and_then(|h| h.remote)
+        .expect("b has a tunnel to a");
+    assert_eq!(
+        ab.ip(),
+        public_ip(sim, b),
+        "a reaches b at b's NAT, not via the lighthouse"
+    );
     assert_eq!(ba.ip(), public_ip(sim, a));
-    assert_eq!(messages_to(sim, 0), 0, "no data went through the lighthouse");
+    assert_eq!(
+        messages_to(sim, 0),
+        0,
+        "no data went through the lighthouse"
+    );
     assert!(sim.tunnel_consistent(a, b));
 }
 
@@ -87,9 +101,15 @@ fn full_cone_hosts_meet_through_the_lighthouse() {
         sim.run_for(S);
         // Both registered: learned (public mapping) first, then the reported private address.
         for (i, n) in [(1, 2), (2, 3)] {
-            let (addrs, _) = sim.nodes[0].node.lighthouse_entry(vpn(n)).expect("registered");
+            let (addrs, _) = sim.nodes[0]
+                .node
+                .lighthouse_entry(vpn(n))
+                .expect("registered");
             assert_eq!(addrs[0].ip(), public_ip(&sim, i));
-            assert!(addrs.contains(&sim.nodes[i].addr), "reported private address stored");
+            assert!(
+                addrs.contains(&sim.nodes[i].addr),
+                "reported private address stored"
+            );
         }
         assert_direct(&mut sim, 1, 2, 1);
     }
@@ -128,7 +148,10 @@ fn symmetric_nat_on_both_sides_fails_cleanly() {
     let mut sim = network(8, &[nat, nat]);
     sim.run_for(S);
     let before = sim.flow.len();
-    assert!(!sim.ping_ok(1, 2, 1, 15 * S), "no direct path through two symmetric NATs");
+    assert!(
+        !sim.ping_ok(1, 2, 1, 15 * S),
+        "no direct path through two symmetric NATs"
+    );
     assert!(sim.host(1, 2).is_none() && sim.host(2, 1).is_none());
     assert!(
         sim.nodes[1]
@@ -141,7 +164,11 @@ fn symmetric_nat_on_both_sides_fails_cleanly() {
     // pending attempt may exist; what matters is that traffic stays bounded.
     let sent = sim.flow.len() - before;
     assert!(sent < 200, "{sent} flow lines (datagrams, events) in 15 s");
-    let queued = sim.nodes[1].node.hostmap().pending(vpn(3)).map_or(0, |p| p.queue.len());
+    let queued = sim.nodes[1]
+        .node
+        .hostmap()
+        .pending(vpn(3))
+        .map_or(0, |p| p.queue.len());
     assert_eq!(queued, 0, "the ping was dropped with the timed-out attempt");
     // Both still work with the lighthouse.
     assert!(sim.host(1, 0).is_some() && sim.host(2, 0).is_some());
@@ -154,7 +181,10 @@ fn lighthouse_restart_hosts_reregister() {
     sim.run_for(S);
     assert_direct(&mut sim, 1, 2, 1);
     sim.restart(0, 0);
-    assert!(sim.nodes[0].node.lighthouse_entry(vpn(2)).is_none(), "fresh state");
+    assert!(
+        sim.nodes[0].node.lighthouse_entry(vpn(2)).is_none(),
+        "fresh state"
+    );
     sim.run_for(60 * S);
     for (i, n) in [(1, 2), (2, 3), (3, 4)] {
         let (addrs, _) = sim.nodes[0]
@@ -187,10 +217,16 @@ fn two_lighthouses_one_dead() {
     // Lighthouse 2 goes dark.
     sim.nodes[1].online = false;
     sim.run_for(30 * S);
-    assert!(sim.ping_ok(2, 3, 2, 2 * S), "established tunnel keeps working");
+    assert!(
+        sim.ping_ok(2, 3, 2, 2 * S),
+        "established tunnel keeps working"
+    );
     assert!(sim.ping_ok(3, 2, 3, 2 * S));
     // 10.0.0.3 and 10.0.0.5 never talked; the live lighthouse introduces them.
-    assert!(sim.ping_ok(2, 4, 4, 10 * S), "found through the live lighthouse");
+    assert!(
+        sim.ping_ok(2, 4, 4, 10 * S),
+        "found through the live lighthouse"
+    );
     let remote = sim.host(2, 4).and_then(|h| h.remote).unwrap();
     assert_eq!(remote.ip(), public_ip(&sim, 4));
     assert_eq!(messages_to(&sim, 0) + messages_to(&sim, 1), 0);

@@ -53,7 +53,8 @@ fn network(seed: u64, clients: usize, tweak: impl Fn(&mut NodeConfig)) -> Sim {
         c.am_lighthouse = true;
         c.serve_dns = true;
         c.static_host_map = m;
-        c.static_host_map.insert(vpn(9), vec![sa("192.0.2.99:4242")]);
+        c.static_host_map
+            .insert(vpn(9), vec![sa("192.0.2.99:4242")]);
     });
     for k in 0..clients {
         let m = map.clone();
@@ -113,7 +114,9 @@ fn query_reply_is_filtered_and_capped() {
     let got = r.addrs();
     let v4: Vec<_> = got.iter().filter(|a| a.is_ipv4()).collect();
     assert_eq!(v4.len(), 10, "{got:?}");
-    assert!(v4.iter().all(|a| a.ip().to_string().starts_with("203.0.113.")));
+    assert!(v4
+        .iter()
+        .all(|a| a.ip().to_string().starts_with("203.0.113.")));
     assert!(!v4.contains(&&sa("203.0.113.11:4000")), "first ten kept");
     assert_eq!(got.iter().filter(|a| a.is_ipv6()).count(), 10);
     assert_eq!(r.relays(), vec![vpn(7)]);
@@ -131,21 +134,42 @@ fn answers_and_punches_only_from_lighthouses() {
     let log = record(&mut sim);
     // 10.0.0.3 is an ordinary peer of 10.0.0.2, not its lighthouse.
     assert!(sim.ping_ok(1, 2, 1, S));
-    let reply = meta(MetaType::HostQueryReply, vpn(20), &[sa("198.51.100.1:1")], &[]);
+    let reply = meta(
+        MetaType::HostQueryReply,
+        vpn(20),
+        &[sa("198.51.100.1:1")],
+        &[],
+    );
     send(&mut sim, 2, vpn(2), &reply, 100 * MS);
     assert!(sim.nodes[1].node.remotes(vpn(20)).is_none());
-    let punch = meta(MetaType::HostPunchNotification, vpn(20), &[sa("198.51.100.1:1")], &[]);
+    let punch = meta(
+        MetaType::HostPunchNotification,
+        vpn(20),
+        &[sa("198.51.100.1:1")],
+        &[],
+    );
     send(&mut sim, 2, vpn(2), &punch, 7 * S);
     let drops = sim.nodes[1].node.drops();
     assert_eq!(drops.get(DropReason::LightHouseNotLighthouse), 2);
-    assert!(log.borrow().iter().all(|(_, _, to, _)| *to != sa("198.51.100.1:1")));
-    assert!(sim.nodes[1].node.hostmap().pending(vpn(20)).is_none(), "no respond");
+    assert!(log
+        .borrow()
+        .iter()
+        .all(|(_, _, to, _)| *to != sa("198.51.100.1:1")));
+    assert!(
+        sim.nodes[1].node.hostmap().pending(vpn(20)).is_none(),
+        "no respond"
+    );
 }
 
 #[test]
 fn updates_only_about_the_sender() {
     let mut sim = network(3, 2, |_| {});
-    let lie = meta(MetaType::HostUpdateNotification, vpn(3), &[sa("198.51.100.77:1")], &[]);
+    let lie = meta(
+        MetaType::HostUpdateNotification,
+        vpn(3),
+        &[sa("198.51.100.77:1")],
+        &[],
+    );
     send(&mut sim, 1, vpn(1), &lie, 100 * MS);
     let lh = &sim.nodes[0].node;
     assert_eq!(lh.drops().get(DropReason::LightHouseUpdateSpoofed), 1);
@@ -159,7 +183,11 @@ fn updates_only_about_the_sender() {
     );
     send(&mut sim, 1, vpn(1), &truth, 100 * MS);
     let (addrs, relays) = sim.nodes[0].node.lighthouse_entry(vpn(2)).unwrap();
-    assert_eq!(addrs, vec![sa("192.0.2.2:4242"), sa("198.51.100.77:1")], "learned first");
+    assert_eq!(
+        addrs,
+        vec![sa("192.0.2.2:4242"), sa("198.51.100.77:1")],
+        "learned first"
+    );
     assert_eq!(relays, vec![vpn(3)]);
 }
 
@@ -182,17 +210,29 @@ fn query_answers_and_punch_notification() {
         .collect();
     assert!(punches.contains(&sa("192.0.2.2:4242")), "{punches:?}");
     // Unknown hosts and static-only entries of the lighthouse get no answer.
-    let lh_before = sim.nodes[0].node.drops().get(DropReason::LightHouseUnknownHost);
+    let lh_before = sim.nodes[0]
+        .node
+        .drops()
+        .get(DropReason::LightHouseUnknownHost);
     for target in [vpn(77), vpn(9)] {
         let q = meta(MetaType::HostQuery, target, &[], &[]);
         send(&mut sim, 1, vpn(1), &q, 100 * MS);
         assert!(sim.nodes[1].node.remotes(target).is_none());
     }
-    let lh_after = sim.nodes[0].node.drops().get(DropReason::LightHouseUnknownHost);
+    let lh_after = sim.nodes[0]
+        .node
+        .drops()
+        .get(DropReason::LightHouseUnknownHost);
     assert_eq!(lh_after - lh_before, 2);
     // Non-lighthouses do not answer queries.
     send(&mut sim, 1, vpn(3), &q, 100 * MS);
-    assert_eq!(sim.nodes[2].node.drops().get(DropReason::LightHouseNotServing), 1);
+    assert_eq!(
+        sim.nodes[2]
+            .node
+            .drops()
+            .get(DropReason::LightHouseNotServing),
+        1
+    );
 }
 
 #[test]
@@ -206,22 +246,36 @@ fn entry_goes_with_the_tunnel() {
     assert!(sim.nodes[0].node.lighthouse_entry(vpn(2)).is_none());
     let q = meta(MetaType::HostQuery, vpn(2), &[], &[]);
     send(&mut sim, 2, vpn(1), &q, 100 * MS);
-    let unknown = sim.nodes[0].node.drops().get(DropReason::LightHouseUnknownHost);
+    let unknown = sim.nodes[0]
+        .node
+        .drops()
+        .get(DropReason::LightHouseUnknownHost);
     assert_eq!(unknown, 1, "no answer about a host whose tunnel is gone");
 }
 
 #[test]
 fn advertised_addresses() {
     let mut sim = network(6, 1, |c| {
-        c.advertise_addrs = vec![sa("198.51.100.9:0"), sa("10.0.0.200:1"), sa("[2001:db8::9]:7")];
+        c.advertise_addrs = vec![
+            sa("198.51.100.9:0"),
+            sa("10.0.0.200:1"),
+            sa("[2001:db8::9]:7"),
+        ];
         c.local_allow_list = Some(allow(&[("172.16.0.0/12", false), ("0.0.0.0/0", true)]));
         c.advertise_relays = vec![vpn(5)];
         c.listen_port = 5555;
     });
-    let locals: Vec<IpAddr> = ["127.0.0.1", "172.16.2.1", "fe80::1", "192.0.2.2", "10.0.0.2", "::"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+    let locals: Vec<IpAddr> = [
+        "127.0.0.1",
+        "172.16.2.1",
+        "fe80::1",
+        "192.0.2.2",
+        "10.0.0.2",
+        "::",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
     let now = sim.now;
     sim.nodes[1].node.set_local_addrs(now, &locals);
     sim.flush(1);
@@ -261,7 +315,10 @@ fn punch_and_respond_timing() {
         .map(|(at, _, to, _)| (*at - t0, *to))
         .collect();
     assert_eq!(zeros.len(), 2, "{zeros:?}");
-    assert!(zeros.iter().all(|(d, _)| *d >= S && *d < S + 50 * MS), "{zeros:?}");
+    assert!(
+        zeros.iter().all(|(d, _)| *d >= S && *d < S + 50 * MS),
+        "{zeros:?}"
+    );
     // Respond after 5 s: a handshake towards the querier, which starts with a HostQuery.
     assert!(sim.nodes[1].node.hostmap().pending(vpn(20)).is_some());
     let queries = log
@@ -287,7 +344,11 @@ fn keepalive_punches_every_ten_seconds() {
         .filter(|(_, from, _, b)| *from == sim.nodes[1].addr && b.as_slice() == [1])
         .map(|(_, _, to, _)| *to)
         .collect();
-    assert_eq!(ones, vec![sim.nodes[0].addr; 2], "t=10s and t=20s to the lighthouse");
+    assert_eq!(
+        ones,
+        vec![sim.nodes[0].addr; 2],
+        "t=10s and t=20s to the lighthouse"
+    );
 }
 
 #[test]
@@ -301,5 +362,8 @@ fn lighthouse_dns_records() {
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     let a = lh.dns_answer(&q).unwrap();
     assert_eq!(&a[a.len() - 4..], &[10, 0, 0, 3]);
-    assert!(sim.nodes[1].node.dns_lookup("node3.").is_none(), "clients keep no records");
+    assert!(
+        sim.nodes[1].node.dns_lookup("node3.").is_none(),
+        "clients keep no records"
+    );
 }

@@ -210,11 +210,25 @@ mod tests {
     fn parse_and_answer_a_exact_bytes() {
         let q = parse_query(&query_bytes("host1", TYPE_A)).unwrap();
         assert_eq!(q.questions[0].name, "host1.");
-        let ans = build_answer(&q, |n| (n == "host1.").then_some(Ipv4Addr::new(10, 0, 0, 7)));
+        let ans = build_answer(&q, |n| {
+            (n == "host1.").then_some(Ipv4Addr::new(10, 0, 0, 7))
+        });
         let expected = hex::decode(concat!(
-            "beef", "8100", "0001", "0001", "0000", "0000", // header: QR|RD, 1 q, 1 answer
-            "05686f73743100", "0001", "0001", // question echoed
-            "05686f73743100", "0001", "0001", "00000e10", "0004", "0a000007"
+            "beef",
+            "8100",
+            "0001",
+            "0001",
+            "0000",
+            "0000", // header: QR|RD, 1 q, 1 answer
+            "05686f73743100",
+            "0001",
+            "0001", // question echoed
+            "05686f73743100",
+            "0001",
+            "0001",
+            "00000e10",
+            "0004",
+            "0a000007"
         ))
         .unwrap();
         assert_eq!(ans, expected);

@@ -21,8 +21,8 @@ use std::time::Instant;
 use prost::Message;
 
 use crate::wire::{
-    Header, Ip4AndPort, Ip6AndPort, MessageType, MetaType, NebulaMeta, NebulaMetaDetails,
-    Subtype, HEADER_LEN,
+    Header, Ip4AndPort, Ip6AndPort, MessageType, MetaType, NebulaMeta, NebulaMetaDetails, Subtype,
+    HEADER_LEN,
 };
 
 use super::punchy::PunchState;
@@ -106,7 +106,11 @@ impl Node {
             let p = if a.port() == 0 { port } else { a.port() };
             SocketAddr::new(canonical(a.ip()), p)
         });
-        let local = self.lh.local_addrs.iter().map(|ip| SocketAddr::new(*ip, port));
+        let local = self
+            .lh
+            .local_addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port));
         let all: Vec<SocketAddr> = advertise
             .filter(|a| !self.in_vpn_net(a.ip()))
             .chain(local)
@@ -296,7 +300,12 @@ impl Node {
             return Err(DropReason::LightHouseUpdateSpoofed);
         }
         let addrs = self.filter_remote_addrs(sender, from_wire(d));
-        let relays = d.relay_vpn_ip.iter().take(MAX_RELAYS).map(|r| VpnIp(*r)).collect();
+        let relays = d
+            .relay_vpn_ip
+            .iter()
+            .take(MAX_RELAYS)
+            .map(|r| VpnIp(*r))
+            .collect();
         self.lh.reported.insert(sender, Reported { addrs, relays });
         Ok(())
     }
@@ -316,7 +325,12 @@ impl Node {
             return Ok(());
         }
         let addrs = self.filter_remote_addrs(target, from_wire(d));
-        let relays: Vec<VpnIp> = d.relay_vpn_ip.iter().take(MAX_RELAYS).map(|r| VpnIp(*r)).collect();
+        let relays: Vec<VpnIp> = d
+            .relay_vpn_ip
+            .iter()
+            .take(MAX_RELAYS)
+            .map(|r| VpnIp(*r))
+            .collect();
         self.set_learned_remotes(now, sender, target, &addrs, &relays);
         Ok(())
     }
