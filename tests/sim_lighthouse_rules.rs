@@ -289,7 +289,7 @@ fn advertised_addresses() {
     sim.run_for(100 * MS);
     let (addrs, relays) = sim.nodes[0].node.lighthouse_entry(vpn(2)).unwrap();
     // On the wire (and so in the entry) IPv4 comes before IPv6.
-    let wire = vec![want[0], want[2], want[1]];
+    let wire = [want[0], want[2], want[1]];
     assert_eq!(addrs[1..], wire[..]);
     assert_eq!(relays, vec![vpn(5)]);
 }
