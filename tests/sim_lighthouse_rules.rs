@@ -367,3 +367,55 @@ fn lighthouse_dns_records() {
         "clients keep no records"
     );
 }
+
+#[test]
+fn remote_allow_list_refuses_handshake_sources() {
+    // Every client refuses 192.0.2.2, the underlay address of 10.0.0.2.
+    let deny = allow(&[("192.0.2.2/32", false), ("0.0.0.0/0", true)]);
+    let mut sim = network(10, 2, |c| c.remote_allow_list = Some(deny.clone()));
+    // 10.0.0.2 -> 10.0.0.3: the responder refuses the stage 1.
+    assert!(!sim.ping_ok(1, 2, 1, 7 * S));
+    assert!(sim.host(1, 2).is_none() && sim.host(2, 1).is_none());
+    let refused = sim.nodes[2].node.drops().get(DropReason::RemoteNotAllowed);
+    assert!(refused >= 1);
+    // 10.0.0.3 -> 10.0.0.2: the initiator refuses the stage 2 and never completes.
+    assert!(!sim.ping_ok(2, 1, 2, 7 * S));
+    assert!(sim.host(2, 1).is_none());
+    assert!(sim.nodes[2].node.drops().get(DropReason::RemoteNotAllowed) > refused);
+    // The lighthouse (192.0.2.1) is still fine.
+    assert!(sim.host(2, 0).is_some());
+}
+
+#[test]
+fn preferred_ranges_are_tried_first() {
+    let mut sim = network(11, 1, |c| {
+        c.preferred_ranges = vec![net("198.51.100.0/24")];
+    });
+    let log = record(&mut sim);
+    let addrs = [
+        sa("203.0.113.5:1"),
+        sa("[2001:db8::5]:1"),
+        sa("198.51.100.5:1"),
+    ];
+    let reply = meta(MetaType::HostQueryReply, vpn(20), &addrs, &[]);
+    send(&mut sim, 0, vpn(2), &reply, 10 * MS);
+    sim.ping(1, 0, 1); // unrelated traffic keeps the order check honest
+    let p = meshd::node::ipv4::echo_request(
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::new(10, 0, 0, 20),
+        1,
+        1,
+        b"x",
+    );
+    sim.tun_in(1, &p);
+    let order: Vec<SocketAddr> = log
+        .borrow()
+        .iter()
+        .filter(|(_, from, _, b)| {
+            *from == sim.nodes[1].addr && kind(b) == Some((MessageType::Handshake, 1))
+        })
+        .map(|(_, _, to, _)| *to)
+        .take(3)
+        .collect();
+    assert_eq!(order, vec![addrs[2], addrs[1], addrs[0]]);
+}

@@ -432,12 +432,13 @@ impl Node {
 
     /// Switches the tunnel to the address an authenticated packet came from (`handleHostRoaming`).
     pub(super) fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
+        let same = self.hostmap.host(vpn_ip).map(|h| h.remote == Some(from));
+        if same != Some(false) || !self.remote_allowed(vpn_ip, from.ip()) {
+            return;
+        }
         let Some(host) = self.hostmap.host_mut(vpn_ip) else {
             return;
         };
-        if host.remote == Some(from) {
-            return;
-        }
         if let Some((at, prev)) = host.last_roam {
             if prev == Some(from) && now.saturating_duration_since(at) < ROAMING_SUPPRESS {
                 return;

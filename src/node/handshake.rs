@@ -156,12 +156,16 @@ impl Node {
         }
     }
 
-    /// Known underlay addresses of a peer, in handshake order.
+    /// Known underlay addresses of a peer, in handshake order: `preferred_ranges` first, then
+    /// the [`super::RemoteList::addrs`] order (a stable sort keeps it within each group).
     fn remotes_for(&self, vpn_ip: VpnIp) -> Vec<SocketAddr> {
-        self.remotes
+        let mut v = self
+            .remotes
             .get(&vpn_ip)
             .map(|r| r.addrs())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        v.sort_by_key(|a| !self.preferred(a.ip()));
+        v
     }
 
     /// A lighthouse answer arrived: attempt at once, but only before the first regular attempt
@@ -221,6 +225,9 @@ impl Node {
         let vpn_ip = hello.peer.vpn_ip;
         if vpn_ip == self.identity.vpn_ip {
             return Err(DropReason::HandshakeSelf);
+        }
+        if !self.remote_allowed(vpn_ip, from.ip()) {
+            return Err(DropReason::RemoteNotAllowed);
         }
         if let Some(existing) = self.hostmap.host(vpn_ip) {
             if existing.handshake_time >= hello.details.time {
@@ -364,6 +371,11 @@ impl Node {
                 return Err(reason);
             }
         };
+        if !self.remote_allowed(vpn_ip, from.ip()) {
+            // Keep trying the other addresses; this one is refused by remote_allow_list.
+            self.retry_after_wrong_host(now, pending, from);
+            return Err(DropReason::RemoteNotAllowed);
+        }
         if hello.peer.vpn_ip != vpn_ip {
             self.retry_after_wrong_host(now, pending, from);
             return Err(DropReason::HandshakeWrongHost);

@@ -353,13 +353,10 @@ impl Node {
         Ok(())
     }
 
-    /// remote_allow_list, remote_allow_ranges (for `vpn_ip`), outside our VPN network, ≤ 10
-    /// per family.
-    pub(super) fn filter_remote_addrs(
-        &self,
-        vpn_ip: VpnIp,
-        addrs: Vec<SocketAddr>,
-    ) -> Vec<SocketAddr> {
+    /// remote_allow_list and the most specific remote_allow_ranges list for `vpn_ip` (1.6.1's
+    /// `RemoteAllowList.Allow`).
+    pub(super) fn remote_allowed(&self, vpn_ip: VpnIp, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
         let range_list = self
             .config
             .remote_allow_ranges
@@ -367,11 +364,25 @@ impl Node {
             .filter(|(net, _)| net.contains(vpn_ip.addr()))
             .max_by_key(|(net, _)| net.prefix())
             .map(|(_, l)| l);
+        allowed(self.config.remote_allow_list.as_ref(), ip) && allowed(range_list, ip)
+    }
+
+    /// Inside one of `preferred_ranges`?
+    pub(super) fn preferred(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.config.preferred_ranges.iter().any(|n| n.contains(ip))
+    }
+
+    /// Allowed by [`Self::remote_allowed`], outside our VPN network, ≤ 10 per family.
+    pub(super) fn filter_remote_addrs(
+        &self,
+        vpn_ip: VpnIp,
+        addrs: Vec<SocketAddr>,
+    ) -> Vec<SocketAddr> {
         let kept = addrs
             .into_iter()
             .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
-            .filter(|a| allowed(self.config.remote_allow_list.as_ref(), a.ip()))
-            .filter(|a| allowed(range_list, a.ip()))
+            .filter(|a| self.remote_allowed(vpn_ip, a.ip()))
             .filter(|a| !self.in_vpn_net(a.ip()))
             .collect();
         cap_per_family(dedup(kept))

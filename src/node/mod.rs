@@ -94,11 +94,15 @@ pub struct NodeConfig {
     /// `lighthouse.local_allow_list` (CIDR part; the driver applies the `interfaces` part before
     /// calling [`Node::set_local_addrs`]). None = allow all.
     pub local_allow_list: Option<AllowList>,
-    /// `lighthouse.remote_allow_list`: filters addresses from lighthouse answers and updates.
+    /// `lighthouse.remote_allow_list`: filters handshake sources, roaming, and addresses from
+    /// lighthouse answers and updates.
     pub remote_allow_list: Option<AllowList>,
     /// `lighthouse.remote_allow_ranges`: VPN range → an allow list that must also pass for
     /// peers inside that range (most specific range wins).
     pub remote_allow_ranges: Vec<(Ipv4Net, AllowList)>,
+    /// `preferred_ranges` (plus the deprecated `local_range`): addresses inside them are tried
+    /// first.
+    pub preferred_ranges: Vec<crate::config::IpNet>,
     /// `punchy.punch`: every 10 s send a 1-byte 0x01 to every known address of every host.
     pub punch: bool,
     /// `punchy.respond`: answer a HostPunchNotification with a TestRequest / handshake back.
@@ -138,6 +142,7 @@ impl Default for NodeConfig {
             local_allow_list: None,
             remote_allow_list: None,
             remote_allow_ranges: Vec::new(),
+            preferred_ranges: Vec::new(),
             punch: false,
             punch_respond: false,
             punch_delay: Duration::from_secs(1),

@@ -103,6 +103,8 @@ drop_reasons!(
     LightHouseNotLighthouse,
     LightHouseUpdateSpoofed,
     LightHouseUnknownHost,
+    // A handshake from an underlay address refused by remote_allow_list.
+    RemoteNotAllowed,
     // inner packets
     NotIpv4,
     MalformedIp,
