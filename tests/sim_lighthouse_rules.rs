@@ -419,3 +419,55 @@ fn preferred_ranges_are_tried_first() {
         .collect();
     assert_eq!(order, vec![addrs[2], addrs[1], addrs[0]]);
 }
+
+#[test]
+fn path_promotion_probes_preferred_addresses_and_requeries() {
+    let mut sim = network(12, 2, |c| c.preferred_ranges = vec![net("172.16.0.0/12")]);
+    assert!(sim.ping_ok(1, 2, 1, S));
+    // The lighthouse tells 10.0.0.2 about a preferred (LAN) address of 10.0.0.3.
+    let lan = sa("172.16.3.3:4242");
+    let reply = meta(MetaType::HostQueryReply, vpn(3), &[lan], &[]);
+    send(&mut sim, 0, vpn(2), &reply, 10 * MS);
+    let log = record(&mut sim);
+    let from = sim.nodes[1].addr;
+    let sent = |log: &Log, t: MessageType, to: Option<SocketAddr>| {
+        log.borrow()
+            .iter()
+            .filter(|(_, f, dst, b)| {
+                *f == from && kind(b).map(|k| k.0) == Some(t) && to.is_none_or(|x| x == *dst)
+            })
+            .count()
+    };
+    for seq in 0..5000u16 {
+        let p = meshd::node::ipv4::echo_request(
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(10, 0, 0, 3),
+            9,
+            seq,
+            b"p",
+        );
+        sim.tun_in(1, &p);
+        if seq % 100 == 0 {
+            sim.run_for(MS);
+        }
+        if seq == 998 {
+            assert_eq!(
+                sent(&log, MessageType::Test, Some(lan)),
+                0,
+                "not before the 1000th"
+            );
+        }
+    }
+    sim.run_for(10 * MS);
+    assert_eq!(
+        sent(&log, MessageType::Test, Some(lan)),
+        5,
+        "a probe every 1000 packets"
+    );
+    let lh = sim.nodes[0].addr;
+    assert_eq!(
+        sent(&log, MessageType::LightHouse, Some(lh)),
+        1,
+        "re-query at 5000"
+    );
+}

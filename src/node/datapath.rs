@@ -66,6 +66,7 @@ impl Node {
         }
         let vpn_ip = VpnIp::from(dst);
         if self.hostmap.host(vpn_ip).is_some() {
+            self.try_promote_best(now, vpn_ip);
             return match self.seal_inside(now, vpn_ip, packet, out) {
                 Ok((to, len)) => TunOutcome::Send { to, len },
                 Err(r) => TunOutcome::Dropped(r),
@@ -146,6 +147,26 @@ impl Node {
         let mut out = vec![0u8; payload.len() + OVERHEAD];
         match self.seal_to_host(now, vpn_ip, t, st, payload, &mut out) {
             Ok((to, len)) => {
+                out.truncate(len);
+                self.push_transmit(to, out);
+            }
+            Err(r) => self.drops.count(r),
+        }
+    }
+
+    /// Seals a control packet on `vpn_ip`'s tunnel but sends it to `to` instead of the
+    /// tunnel's remote (path promotion probes).
+    pub(super) fn send_control_via(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        to: SocketAddr,
+        t: MessageType,
+        st: Subtype,
+    ) {
+        let mut out = vec![0u8; OVERHEAD];
+        match self.seal_to_host(now, vpn_ip, t, st, &[], &mut out) {
+            Ok((_, len)) => {
                 out.truncate(len);
                 self.push_transmit(to, out);
             }

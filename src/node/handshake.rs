@@ -267,6 +267,7 @@ impl Node {
             recv_errors: 0,
             liveness: Liveness::default(),
             initiator: false,
+            promote_counter: 0,
         };
         self.push_transmit(from, stage2);
         self.complete(now, host, queue);
@@ -400,6 +401,7 @@ impl Node {
             recv_errors: 0,
             liveness: Liveness::default(),
             initiator: true,
+            promote_counter: 0,
         };
         self.complete(now, host, pending.queue);
         Ok(())

@@ -472,3 +472,43 @@ impl Node {
         self.send_meta(now, to, meta.encode_to_vec());
     }
 }
+
+/// Outbound packets between path-promotion probes and between lighthouse re-queries (1.6.1).
+const PROMOTE_EVERY: u32 = 1000;
+const REQUERY_EVERY: u32 = 5000;
+
+impl Node {
+    /// Path promotion (`TryPromoteBest`), on every outbound TUN packet to an established host:
+    /// every 1000th, unless the tunnel already uses a preferred address, probe each
+    /// preferred-range address of the host with a TestRequest (the answer makes us roam there);
+    /// every 5000th, also re-query the lighthouses. Lighthouses do neither.
+    pub(super) fn try_promote_best(&mut self, now: Instant, vpn_ip: VpnIp) {
+        if self.config.am_lighthouse {
+            return;
+        }
+        let Some(h) = self.hostmap.host_mut(vpn_ip) else {
+            return;
+        };
+        h.promote_counter = h.promote_counter.wrapping_add(1);
+        let (c, remote) = (h.promote_counter, h.remote);
+        if c % PROMOTE_EVERY == 0 {
+            if remote.is_some_and(|r| self.preferred(r.ip())) {
+                return;
+            }
+            let probes: Vec<SocketAddr> = self
+                .remotes
+                .get(&vpn_ip)
+                .map(|r| r.addrs())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| remote.is_none() || self.preferred(a.ip()))
+                .collect();
+            for to in probes {
+                self.send_control_via(now, vpn_ip, to, MessageType::Test, Subtype::TEST_REQUEST);
+            }
+        }
+        if c % REQUERY_EVERY == 0 {
+            self.query_lighthouses(now, vpn_ip);
+        }
+    }
+}
