@@ -216,6 +216,12 @@ impl Node {
         }
     }
 
+    /// A handshake gave up: messages held for that peer are dropped with it (like 1.6.1's
+    /// packet cache), so a dead lighthouse does not keep stale queries.
+    pub(super) fn lighthouse_unreachable(&mut self, vpn_ip: VpnIp) {
+        self.lh.outbox.remove(&vpn_ip);
+    }
+
     /// A tunnel closed or died: the lighthouse forgets the host's reported addresses.
     pub(super) fn lighthouse_host_gone(&mut self, vpn_ip: VpnIp) {
         self.lh.reported.remove(&vpn_ip);

@@ -1,7 +1,9 @@
 //! The sans-IO Nebula node: hostmap, handshake manager, data path, recv_error handling, test
 //! packets, connection manager, roaming and closeTunnel, matching Nebula 1.6.1 on the wire.
 //!
-//! Inputs: [`Node::handle_datagram`], [`Node::handle_tun_packet`], [`Node::handle_timeout`].
+//! Inputs: [`Node::handle_datagram`], [`Node::handle_tun_packet`], [`Node::handle_timeout`],
+//! [`Node::set_local_addrs`] (interface addresses, before the first `handle_timeout` and on
+//! change); lighthouse DNS queries go to [`Node::dns_answer`].
 //! Outputs: [`Node::poll_transmit`], [`Node::poll_tun`], [`Node::poll_event`],
 //! [`Node::poll_timeout`]. Time and randomness are parameters; no sockets, TUN, clocks or async
 //! runtime.
@@ -545,10 +547,12 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
-        if let Event::TunnelClosed { vpn_ip, reason } = e {
-            if reason != CloseReason::Replaced {
+        match e {
+            Event::TunnelClosed { vpn_ip, reason } if reason != CloseReason::Replaced => {
                 self.lighthouse_host_gone(vpn_ip);
             }
+            Event::HandshakeTimedOut { vpn_ip, .. } => self.lighthouse_unreachable(vpn_ip),
+            _ => {}
         }
         if self.events.len() < self.config.max_queued_outputs {
             self.events.push_back(e);
