@@ -1,7 +1,8 @@
 //! Lighthouse interop with Debian's nebula 1.6.1 over real UDP on loopback (`tun.disabled`, no
 //! root). (a) meshd is the lighthouse: a nebula host registers, its HostUpdateNotification is
 //! stored, and a meshd client queries for it and handshakes to it. (b) nebula is the lighthouse:
-//! a meshd client queries it for a nebula host and uses the HostQueryReply to handshake.
+//! a meshd client queries it for a nebula host and uses the HostQueryReply to handshake; a meshd
+//! client's HostUpdateNotification is accepted by nebula and served to another meshd client.
 //!
 //! Only loopback is ever addressed: nebula advertises no interface addresses
 //! (local_allow_list denies all) and the meshd clients accept only 127.0.0.0/8 from lighthouses.
@@ -24,6 +25,7 @@ use meshd::node::{
 const LH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NEB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const MESH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
+const MESH2_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 4);
 
 /// Stops a nebula process (by PID) when the test ends, printing its log on failure.
 struct Nebula {
@@ -65,7 +67,12 @@ fn make_certs(dir: &Path) {
         "-out-key",
         &p("ca.key"),
     ]);
-    for (name, ip) in [("lh", LH_IP), ("neb", NEB_IP), ("mesh", MESH_IP)] {
+    for (name, ip) in [
+        ("lh", LH_IP),
+        ("neb", NEB_IP),
+        ("mesh", MESH_IP),
+        ("mesh2", MESH2_IP),
+    ] {
         nebula_cert(&[
             "sign",
             "-name",
@@ -397,4 +404,70 @@ fn nebula_lighthouse_answers_meshd() {
     );
     let host = client.node.hostmap().host(VpnIp::from(NEB_IP)).unwrap();
     assert_eq!(host.remote, Some(learned));
+}
+
+#[test]
+fn nebula_lighthouse_stores_meshd_update() {
+    if !tools("nebula_lighthouse_stores_meshd_update") {
+        return;
+    }
+    let dir = common::tempdir();
+    make_certs(dir.path());
+    let lh_port = free_port();
+    let _lh = nebula(
+        dir.path(),
+        "lh",
+        lh_port,
+        "  am_lighthouse: true\n",
+        "  {}\n",
+    );
+    let lh_addr = SocketAddr::from(([127, 0, 0, 1], lh_port));
+    let client_config = || NodeConfig {
+        lighthouses: vec![VpnIp::from(LH_IP)],
+        static_host_map: BTreeMap::from([(VpnIp::from(LH_IP), vec![lh_addr])]),
+        remote_allow_list: Some(loopback_only()),
+        ..NodeConfig::default()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // `a` advertises a marker address; nebula can only learn it from a's update.
+    let marker = SocketAddr::from(([127, 0, 0, 3], 4999));
+    let a_config = NodeConfig {
+        advertise_addrs: vec![marker],
+        ..client_config()
+    };
+    let mut a = Peer::new(dir.path(), "mesh", a_config);
+    let mut b = Peer::new(dir.path(), "mesh2", client_config());
+    let registered = until(&mut [&mut a], 10, |p| {
+        p[0].node.hostmap().host(VpnIp::from(LH_IP)).is_some()
+    });
+    assert!(
+        registered,
+        "a's tunnel to the nebula lighthouse; events {:?}",
+        a.events
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // b reaches a through the nebula lighthouse.
+    let p = ipv4::echo_request(MESH2_IP, MESH_IP, 1, 1, b"x");
+    let mut out = vec![0u8; 256];
+    let r = b.node.handle_tun_packet(Instant::now(), &p, &mut out);
+    assert_eq!(r, TunOutcome::Queued);
+    b.flush();
+    let ok = until(&mut [&mut a, &mut b], 10, |p| {
+        p[1].node.hostmap().host(VpnIp::from(MESH_IP)).is_some()
+    });
+    let remotes = b.node.remotes(VpnIp::from(MESH_IP)).map(|r| r.addrs());
+    assert!(
+        ok,
+        "b found a; remotes {remotes:?} drops {:?}",
+        b.node.drops().nonzero()
+    );
+    let remotes = remotes.unwrap();
+    assert!(
+        remotes.contains(&marker),
+        "nebula served a's advertised address: {remotes:?}"
+    );
+    assert!(
+        remotes.contains(&a.addr()),
+        "and its learned one: {remotes:?}"
+    );
 }
