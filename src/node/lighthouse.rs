@@ -518,3 +518,57 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn wire_addresses_round_trip_and_layout() {
+        let addrs = [
+            sa("192.0.2.7:4242"),
+            sa("[fd00::2]:47003"),
+            sa("[::ffff:198.51.100.1]:9"),
+        ];
+        let d = details(VpnIp(5), &addrs, &[VpnIp(9)]);
+        // IPv4-mapped addresses travel as IPv4; v6 halves are big-endian (doc §5.1 example).
+        assert_eq!(d.ip4_and_ports.len(), 2);
+        assert_eq!(d.ip4_and_ports[0].ip, 0xc000_0207);
+        assert_eq!(d.ip6_and_ports[0].hi, 0xfd00_0000_0000_0000);
+        assert_eq!(d.ip6_and_ports[0].lo, 2);
+        assert_eq!(d.relay_vpn_ip, vec![9]);
+        assert_eq!(
+            from_wire(&d),
+            vec![
+                sa("192.0.2.7:4242"),
+                sa("198.51.100.1:9"),
+                sa("[fd00::2]:47003")
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_ports_are_skipped_and_families_capped() {
+        let mut d = details(VpnIp(1), &[sa("192.0.2.1:1")], &[]);
+        d.ip4_and_ports.push(Ip4AndPort {
+            ip: 1,
+            port: 70_000,
+        });
+        assert_eq!(from_wire(&d), vec![sa("192.0.2.1:1")]);
+        let many: Vec<SocketAddr> = (0..15)
+            .map(|i| sa(&format!("192.0.2.{i}:1")))
+            .chain((0..15).map(|i| sa(&format!("[2001:db8::{i}]:1"))))
+            .collect();
+        let capped = cap_per_family(many);
+        assert_eq!(capped.len(), 2 * MAX_PER_FAMILY);
+        assert_eq!(
+            capped[9],
+            sa("192.0.2.9:1"),
+            "first ten of each family, in order"
+        );
+    }
+}
