@@ -1,7 +1,8 @@
 //! Lighthouse discovery and hole punching in the simulated network (virtual time, fixed seeds):
 //! hosts behind full-cone and port-restricted NATs find each other through the lighthouse and
 //! talk directly; symmetric NATs on both sides fail cleanly; a restarted lighthouse is
-//! re-registered with; with two lighthouses one may die. The flow is printed on failure.
+//! re-registered with; with two lighthouses one may die; a lossy, reordering link still gets
+//! there (every new handshake re-asks the lighthouses). The flow is printed on failure.
 
 mod node_sim;
 
@@ -255,4 +256,21 @@ fn lighthouses_never_query() {
         })
         .count();
     assert_eq!(lh_packets, 0);
+}
+
+#[test]
+fn port_restricted_on_a_lossy_reordering_link() {
+    for seed in 20..30 {
+        let nat = Some(NatKind::PortRestricted);
+        let mut sim = network(seed, &[nat, nat]);
+        sim.loss = 0.1;
+        sim.jitter = Duration::from_millis(20);
+        sim.run_for(3 * S);
+        // Lost pings are retried, as an application would.
+        let ok = (1..=4).any(|seq| sim.ping_ok(1, 2, seq, 8 * S));
+        assert!(ok, "seed {seed}");
+        let remote = sim.host(1, 2).and_then(|h| h.remote).unwrap();
+        assert_eq!(remote.ip(), public_ip(&sim, 2), "seed {seed}");
+        assert_eq!(messages_to(&sim, 0), 0);
+    }
 }

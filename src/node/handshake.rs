@@ -71,10 +71,12 @@ impl Node {
             queue: VecDeque::new(),
             blocked: Vec::new(),
         });
-        // Known (static) hosts get an immediate attempt; others wait one try_interval for a
-        // lighthouse answer, which fires the attempt early (`lighthouse_triggered_attempt`).
+        // Every new attempt asks the lighthouses (as Nebula does since 1.7; 1.6.1 only asked
+        // when nothing was cached, so one lost punch notification could block a pair for good).
+        self.query_lighthouses(now, vpn_ip);
+        // Known hosts get an immediate attempt; others wait one try_interval for a lighthouse
+        // answer, which fires the attempt early (`lighthouse_triggered_attempt`).
         if self.remotes_for(vpn_ip).is_empty() {
-            self.query_lighthouses(now, vpn_ip);
             let at = now + self.config.handshake_try_interval;
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
                 p.next_attempt = at;
