@@ -328,7 +328,7 @@ fn responder(cipher_name: &str, cipher: Cipher) {
     );
     // Its first post-handshake packet is a HostUpdateNotification (counter 3) that we decrypt.
     assert!(
-        d.until(5, |d| d.node.drops().get(DropReason::LightHouseUnsupported)
+        d.until(5, |d| d.node.drops().get(DropReason::LightHouseNotServing)
             >= 1)
     );
     assert!(matches!(ping(&mut d, 7), TunOutcome::Send { .. }));

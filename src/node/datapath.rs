@@ -66,6 +66,7 @@ impl Node {
         }
         let vpn_ip = VpnIp::from(dst);
         if self.hostmap.host(vpn_ip).is_some() {
+            self.try_promote_best(now, vpn_ip);
             return match self.seal_inside(now, vpn_ip, packet, out) {
                 Ok((to, len)) => TunOutcome::Send { to, len },
                 Err(r) => TunOutcome::Dropped(r),
@@ -153,6 +154,26 @@ impl Node {
         }
     }
 
+    /// Seals a control packet on `vpn_ip`'s tunnel but sends it to `to` instead of the
+    /// tunnel's remote (path promotion probes).
+    pub(super) fn send_control_via(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        to: SocketAddr,
+        t: MessageType,
+        st: Subtype,
+    ) {
+        let mut out = vec![0u8; OVERHEAD];
+        match self.seal_to_host(now, vpn_ip, t, st, &[], &mut out) {
+            Ok((_, len)) => {
+                out.truncate(len);
+                self.push_transmit(to, out);
+            }
+            Err(r) => self.drops.count(r),
+        }
+    }
+
     /// Header with the next counter, payload copied in, sealed in `out`.
     fn seal_to_host(
         &mut self,
@@ -209,9 +230,7 @@ impl Node {
             MessageType::RecvError => self.handle_recv_error(now, from, &header),
             MessageType::Test => self.handle_test(now, from, &header, buf),
             MessageType::CloseTunnel => self.handle_close(now, from, &header, buf),
-            MessageType::LightHouse => {
-                self.handle_unsupported(now, from, &header, buf, DropReason::LightHouseUnsupported)
-            }
+            MessageType::LightHouse => self.handle_lighthouse(now, from, &header, buf),
             MessageType::Control => {
                 self.handle_unsupported(now, from, &header, buf, DropReason::ControlUnsupported)
             }
@@ -220,7 +239,7 @@ impl Node {
 
     /// Index lookup, replay check (recv_error on failure), authenticate, window update.
     /// Returns the peer and the plaintext length at `buf[16..]`.
-    fn open(
+    pub(super) fn open(
         &mut self,
         from: SocketAddr,
         header: &Header,
@@ -433,13 +452,14 @@ impl Node {
     }
 
     /// Switches the tunnel to the address an authenticated packet came from (`handleHostRoaming`).
-    fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
+    pub(super) fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
+        let same = self.hostmap.host(vpn_ip).map(|h| h.remote == Some(from));
+        if same != Some(false) || !self.remote_allowed(vpn_ip, from.ip()) {
+            return;
+        }
         let Some(host) = self.hostmap.host_mut(vpn_ip) else {
             return;
         };
-        if host.remote == Some(from) {
-            return;
-        }
         if let Some((at, prev)) = host.last_roam {
             if prev == Some(from) && now.saturating_duration_since(at) < ROAMING_SUPPRESS {
                 return;
@@ -455,7 +475,7 @@ impl Node {
         });
     }
 
-    fn mark_in(&mut self, vpn_ip: VpnIp) {
+    pub(super) fn mark_in(&mut self, vpn_ip: VpnIp) {
         if let Some(h) = self.hostmap.host_mut(vpn_ip) {
             h.liveness.saw_in = true;
         }

@@ -71,8 +71,11 @@ impl Node {
             queue: VecDeque::new(),
             blocked: Vec::new(),
         });
-        // Known (static) hosts get an immediate attempt; others wait one try_interval for a
-        // lighthouse answer, which fires the attempt early (`lighthouse_triggered_attempt`).
+        // Every new attempt asks the lighthouses (as Nebula does since 1.7; 1.6.1 only asked
+        // when nothing was cached, so one lost punch notification could block a pair for good).
+        self.query_lighthouses(now, vpn_ip);
+        // Known hosts get an immediate attempt; others wait one try_interval for a lighthouse
+        // answer, which fires the attempt early (`lighthouse_triggered_attempt`).
         if self.remotes_for(vpn_ip).is_empty() {
             let at = now + self.config.handshake_try_interval;
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
@@ -137,6 +140,10 @@ impl Node {
             .filter(|a| !p.blocked.contains(a))
             .collect();
         let msg = p.stage1.clone();
+        if addrs.len() <= 1 {
+            // Too few candidates (e.g. only a private address): ask again on every attempt.
+            self.query_lighthouses(now, vpn_ip);
+        }
         for to in addrs {
             self.push_transmit(to, msg.clone());
         }
@@ -151,12 +158,16 @@ impl Node {
         }
     }
 
-    /// Known underlay addresses of a peer, in handshake order.
+    /// Known underlay addresses of a peer, in handshake order: `preferred_ranges` first, then
+    /// the [`super::RemoteList::addrs`] order (a stable sort keeps it within each group).
     fn remotes_for(&self, vpn_ip: VpnIp) -> Vec<SocketAddr> {
-        self.remotes
+        let mut v = self
+            .remotes
             .get(&vpn_ip)
             .map(|r| r.addrs())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        v.sort_by_key(|a| !self.preferred(a.ip()));
+        v
     }
 
     /// A lighthouse answer arrived: attempt at once, but only before the first regular attempt
@@ -217,6 +228,9 @@ impl Node {
         if vpn_ip == self.identity.vpn_ip {
             return Err(DropReason::HandshakeSelf);
         }
+        if !self.remote_allowed(vpn_ip, from.ip()) {
+            return Err(DropReason::RemoteNotAllowed);
+        }
         if let Some(existing) = self.hostmap.host(vpn_ip) {
             if existing.handshake_time >= hello.details.time {
                 self.send_test_request(now, vpn_ip);
@@ -255,6 +269,7 @@ impl Node {
             recv_errors: 0,
             liveness: Liveness::default(),
             initiator: false,
+            promote_counter: 0,
         };
         self.push_transmit(from, stage2);
         self.complete(now, host, queue);
@@ -359,6 +374,11 @@ impl Node {
                 return Err(reason);
             }
         };
+        if !self.remote_allowed(vpn_ip, from.ip()) {
+            // Keep trying the other addresses; this one is refused by remote_allow_list.
+            self.retry_after_wrong_host(now, pending, from);
+            return Err(DropReason::RemoteNotAllowed);
+        }
         if hello.peer.vpn_ip != vpn_ip {
             self.retry_after_wrong_host(now, pending, from);
             return Err(DropReason::HandshakeWrongHost);
@@ -383,6 +403,7 @@ impl Node {
             recv_errors: 0,
             liveness: Liveness::default(),
             initiator: true,
+            promote_counter: 0,
         };
         self.complete(now, host, pending.queue);
         Ok(())
@@ -438,5 +459,6 @@ impl Node {
         for packet in queue {
             self.send_queued(now, vpn_ip, &packet);
         }
+        self.lighthouse_tunnel_up(now, vpn_ip);
     }
 }

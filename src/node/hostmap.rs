@@ -50,6 +50,8 @@ pub struct HostInfo {
     pub recv_errors: u8,
     pub liveness: Liveness,
     pub initiator: bool,
+    /// Outbound TUN packets to this host, for path promotion and lighthouse re-queries.
+    pub promote_counter: u32,
 }
 
 /// A handshake we initiated and that has not completed.

@@ -1,7 +1,9 @@
 //! The sans-IO Nebula node: hostmap, handshake manager, data path, recv_error handling, test
 //! packets, connection manager, roaming and closeTunnel, matching Nebula 1.6.1 on the wire.
 //!
-//! Inputs: [`Node::handle_datagram`], [`Node::handle_tun_packet`], [`Node::handle_timeout`].
+//! Inputs: [`Node::handle_datagram`], [`Node::handle_tun_packet`], [`Node::handle_timeout`],
+//! [`Node::set_local_addrs`] (interface addresses, before the first `handle_timeout` and on
+//! change); lighthouse DNS queries go to [`Node::dns_answer`].
 //! Outputs: [`Node::poll_transmit`], [`Node::poll_tun`], [`Node::poll_event`],
 //! [`Node::poll_timeout`]. Time and randomness are parameters; no sockets, TUN, clocks or async
 //! runtime.
@@ -12,15 +14,19 @@
 //! sleep until `poll_timeout`. The data path borrows: `handle_tun_packet` seals into the caller's
 //! `out` buffer (returning `TunOutcome::Send`), `handle_datagram` decrypts in place (returning
 //! `DatagramOutcome::ToTun(range)`); only handshakes and control replies are queued as owned
-//! `Transmit`s. Lighthouse and relay handling will live here too; until then those packets are
-//! authenticated and counted as `LightHouseUnsupported` / `ControlUnsupported` / `RelayUnsupported`.
+//! `Transmit`s. Lighthouse discovery, hole punching and the lighthouse DNS records live in
+//! `lighthouse`, `punchy` and `dns`; relay packets are authenticated and counted as
+//! `ControlUnsupported` / `RelayUnsupported` until relays land.
 
 mod certs;
 mod conn_manager;
 mod datapath;
+pub mod dns;
 mod handshake;
 mod hostmap;
 pub mod ipv4;
+mod lighthouse;
+mod punchy;
 mod remotes;
 mod types;
 
@@ -33,10 +39,12 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+pub use crate::config::AllowList;
 use crate::crypto::{Cipher, StaticSecret};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
+pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
 pub use remotes::RemoteList;
 pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
@@ -76,6 +84,42 @@ pub struct NodeConfig {
     pub max_hosts: usize,
     pub max_pending: usize,
     pub max_queued_outputs: usize,
+    /// `lighthouse.am_lighthouse`: answer HostQuery, store HostUpdateNotification.
+    pub am_lighthouse: bool,
+    /// `lighthouse.hosts`: VPN IPs of the lighthouses (each also in `static_host_map`).
+    pub lighthouses: Vec<VpnIp>,
+    /// `lighthouse.interval` (1.6.1 code default 10 s): time between HostUpdateNotifications.
+    pub lighthouse_interval: Duration,
+    /// `lighthouse.advertise_addrs`, names already resolved by the driver; port 0 means our
+    /// listen port.
+    pub advertise_addrs: Vec<SocketAddr>,
+    /// `lighthouse.local_allow_list` (CIDR part; the driver applies the `interfaces` part before
+    /// calling [`Node::set_local_addrs`]). None = allow all.
+    pub local_allow_list: Option<AllowList>,
+    /// `lighthouse.remote_allow_list`: filters handshake sources, roaming, and addresses from
+    /// lighthouse answers and updates.
+    pub remote_allow_list: Option<AllowList>,
+    /// `lighthouse.remote_allow_ranges`: VPN range → an allow list that must also pass for
+    /// peers inside that range (most specific range wins).
+    pub remote_allow_ranges: Vec<(Ipv4Net, AllowList)>,
+    /// `preferred_ranges` (plus the deprecated `local_range`): addresses inside them are tried
+    /// first.
+    pub preferred_ranges: Vec<crate::config::IpNet>,
+    /// `punchy.punch`: every 10 s send a 1-byte 0x01 to every known address of every host.
+    pub punch: bool,
+    /// `punchy.respond`: answer a HostPunchNotification with a TestRequest / handshake back.
+    pub punch_respond: bool,
+    /// `punchy.delay` (default 1 s): wait before punching after a HostPunchNotification.
+    pub punch_delay: Duration,
+    /// `punchy.respond_delay` (1.6.1: a fixed 5 s): wait before responding.
+    pub punch_respond_delay: Duration,
+    /// `relay.relays` (empty when `relay.am_relay`): advertised in our HostUpdateNotification.
+    pub advertise_relays: Vec<VpnIp>,
+    /// The port the UDP socket is actually bound to (`listen.port`, resolved when 0).
+    pub listen_port: u16,
+    /// `lighthouse.serve_dns` (only effective with `am_lighthouse`): keep name → VPN IP records
+    /// for [`Node::dns_answer`].
+    pub serve_dns: bool,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +137,21 @@ impl Default for NodeConfig {
             max_hosts: 65_536,
             max_pending: 4_096,
             max_queued_outputs: 4_096,
+            am_lighthouse: false,
+            lighthouses: Vec::new(),
+            lighthouse_interval: Duration::from_secs(10),
+            advertise_addrs: Vec::new(),
+            local_allow_list: None,
+            remote_allow_list: None,
+            remote_allow_ranges: Vec::new(),
+            preferred_ranges: Vec::new(),
+            punch: false,
+            punch_respond: false,
+            punch_delay: Duration::from_secs(1),
+            punch_respond_delay: Duration::from_secs(5),
+            advertise_relays: Vec::new(),
+            listen_port: 4242,
+            serve_dns: false,
         }
     }
 }
@@ -254,6 +313,8 @@ pub struct Node {
     tun: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     drops: DropCounters,
+    /// Lighthouse server/client state and punch schedule.
+    lh: lighthouse::LighthouseState,
 }
 
 impl Node {
@@ -272,7 +333,9 @@ impl Node {
             .iter()
             .map(|(ip, addrs)| (*ip, RemoteList::with_static(addrs)))
             .collect();
+        let lh = lighthouse::LighthouseState::new(&config, now);
         Node {
+            lh,
             config,
             identity,
             verifier,
@@ -329,13 +392,18 @@ impl Node {
     /// Earliest time `handle_timeout` must be called. Amortised O(log n): stale entries of
     /// the timer heap are discarded here.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut next = None;
         while let Some(&Reverse((at, ip))) = self.timers.peek() {
             if self.deadline_live(at, ip) {
-                return Some(at);
+                next = Some(at);
+                break;
             }
             self.timers.pop();
         }
-        None
+        match (next, self.lh.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs due handshake retries and connection-manager checks.
@@ -354,6 +422,7 @@ impl Node {
             self.handshake_timer(now, ip);
             self.liveness_timer(now, ip);
         }
+        self.lighthouse_timers(now);
     }
 
     /// Is `at` still a deadline of `ip` (the heap keeps superseded entries until they surface)?
@@ -478,6 +547,13 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
+        match e {
+            Event::TunnelClosed { vpn_ip, reason } if reason != CloseReason::Replaced => {
+                self.lighthouse_host_gone(vpn_ip);
+            }
+            Event::HandshakeTimedOut { vpn_ip, .. } => self.lighthouse_unreachable(vpn_ip),
+            _ => {}
+        }
         if self.events.len() < self.config.max_queued_outputs {
             self.events.push_back(e);
         }

@@ -96,7 +96,15 @@ drop_reasons!(
     PendingFull,
     RelayUnsupported,
     ControlUnsupported,
-    LightHouseUnsupported,
+    LightHouseMalformed,
+    // HostQuery/HostUpdateNotification at a non-lighthouse; answers/punches from a
+    // non-lighthouse; an update about another host; a query for an unknown host.
+    LightHouseNotServing,
+    LightHouseNotLighthouse,
+    LightHouseUpdateSpoofed,
+    LightHouseUnknownHost,
+    // A handshake from an underlay address refused by remote_allow_list.
+    RemoteNotAllowed,
     // inner packets
     NotIpv4,
     MalformedIp,

@@ -3,10 +3,16 @@
 //! or inject chosen packets. The harness plays the OS on the TUN side: it answers ICMP echo
 //! requests that a node writes to its TUN and records echo replies. On panic it prints the
 //! packet flow.
+//!
+//! NAT models (for lighthouse/punchy tests): a node added with [`Sim::add_node_nat`] sits at a
+//! private address (172.16.n.1) unreachable from outside, behind a NAT with public IP
+//! 203.0.113.n. Full-cone: one public port per private socket, open to anyone. Port-restricted:
+//! same mapping, inbound only from (ip, port) pairs the node has sent to. Symmetric: a new public
+//! port per destination, inbound only from that destination. Mappings never expire.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use meshd::cert::{
@@ -20,6 +26,9 @@ use meshd::node::{
 use meshd::wire::{Header, MessageType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+mod nat;
+pub use nat::{Nat, NatKind};
 
 /// Wall clock of virtual time zero (seconds since the epoch).
 pub const EPOCH_S: u64 = 1_750_000_000;
@@ -44,6 +53,8 @@ pub enum Tap {
 
 pub struct SimNode {
     pub node: Node,
+    /// NAT in front of the node (its `addr` is then private and unreachable from outside).
+    pub nat: Option<Nat>,
     pub addr: SocketAddr,
     pub vpn_ip: Ipv4Addr,
     pub events: Vec<Event>,
@@ -70,6 +81,10 @@ pub struct Sim {
     pub duplicate: f64,
     pub tap: Option<TapFn>,
     pub flow: Vec<String>,
+    /// When true (default) every node gets every other node in its static host map.
+    pub full_mesh: bool,
+    /// Every datagram delivered to a node: (from, to, bytes) after NAT translation.
+    pub delivered: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     in_flight: Vec<Datagram>,
     rng: StdRng,
     ca: NebulaCertificate,
@@ -127,6 +142,8 @@ impl Sim {
             duplicate: 0.0,
             tap: None,
             flow: Vec::new(),
+            full_mesh: true,
+            delivered: Vec::new(),
             in_flight: Vec::new(),
             rng,
             ca,
@@ -143,6 +160,17 @@ impl Sim {
     }
 
     pub fn add_node_with(&mut self, n: u8, tweak: impl FnOnce(&mut NodeConfig)) -> usize {
+        self.add_node_nat(n, None, tweak)
+    }
+
+    /// Adds node `n`, behind a NAT of `nat` kind if given (private 172.16.`n`.1:4242, public
+    /// 203.0.113.`n`). The node is told its interface address via `set_local_addrs`.
+    pub fn add_node_nat(
+        &mut self,
+        n: u8,
+        nat: Option<NatKind>,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> usize {
         let vpn_ip = Ipv4Addr::new(10, 0, 0, n);
         let key = X25519PrivateKey::from_bytes(self.rng.gen());
         let cert = self.sign(
@@ -157,10 +185,15 @@ impl Sim {
             ..NodeConfig::default()
         };
         tweak(&mut config);
-        let addr = SocketAddr::from(([192, 0, 2, n], 4242));
-        let node = self.build_node(&cert, &key, config.clone());
+        let addr = match nat {
+            None => SocketAddr::from(([192, 0, 2, n], 4242)),
+            Some(_) => SocketAddr::from(([172, 16, n, 1], 4242)),
+        };
+        let mut node = self.build_node(&cert, &key, config.clone());
+        node.set_local_addrs(self.now, &[addr.ip()]);
         self.nodes.push(SimNode {
             node,
+            nat: nat.map(|k| Nat::new(k, Ipv4Addr::new(203, 0, 113, n))),
             addr,
             vpn_ip,
             events: Vec::new(),
@@ -172,7 +205,9 @@ impl Sim {
             key,
             config,
         });
-        self.relink();
+        if self.full_mesh {
+            self.relink();
+        }
         self.nodes.len() - 1
     }
 
@@ -271,6 +306,8 @@ impl Sim {
             self.now,
             wall,
         );
+        let ip = self.nodes[i].addr.ip();
+        self.nodes[i].node.set_local_addrs(self.now, &[ip]);
         self.flow.push(format!(
             "{:>8} node {i} restarted (clock skew {clock_skew_s}s)",
             self.t()
@@ -364,6 +401,11 @@ impl Sim {
 
     /// Applies tap, loss, duplication, latency and jitter to an outgoing datagram.
     fn emit(&mut self, mut d: Datagram) {
+        if let Some(i) = self.nodes.iter().position(|n| n.addr == d.from) {
+            if let Some(nat) = self.nodes[i].nat.as_mut() {
+                d.from = nat.outbound(d.to);
+            }
+        }
         if let Some(tap) = self.tap.as_mut() {
             match tap(&d) {
                 Tap::Pass => {}
@@ -463,8 +505,26 @@ impl Sim {
         }
     }
 
+    /// The node a datagram reaches (after inbound NAT), and the address it arrives at.
+    fn route(&self, d: &Datagram) -> Option<(usize, SocketAddr)> {
+        if let Some(i) = self
+            .nodes
+            .iter()
+            .position(|n| n.addr == d.to && n.online && n.nat.is_none())
+        {
+            return Some((i, d.to));
+        }
+        let i = self.nodes.iter().position(|n| {
+            n.online
+                && n.nat.as_ref().is_some_and(|nat| {
+                    IpAddr::V4(nat.public_ip) == d.to.ip() && nat.inbound(d.to.port(), d.from)
+                })
+        })?;
+        Some((i, self.nodes[i].addr))
+    }
+
     fn deliver(&mut self, d: Datagram) {
-        let Some(i) = self.nodes.iter().position(|n| n.addr == d.to && n.online) else {
+        let Some((i, to)) = self.route(&d) else {
             self.flow.push(format!(
                 "{:>8} NOHOST {} -> {} {}",
                 self.t(),
@@ -474,6 +534,7 @@ impl Sim {
             ));
             return;
         };
+        self.delivered.push((d.from, to, d.bytes.clone()));
         let mut buf = d.bytes.clone();
         let now = self.now;
         let r = self.nodes[i].node.handle_datagram(now, d.from, &mut buf);
@@ -559,6 +620,7 @@ pub fn describe(b: &[u8]) -> String {
             h.counter,
             b.len()
         ),
+        Err(_) if b.len() == 1 => format!("punch {:#04x}", b[0]),
         Err(_) => format!("garbage len={}", b.len()),
     }
 }
