@@ -65,8 +65,14 @@ impl Node {
             return TunOutcome::Dropped(DropReason::BroadcastOrMulticast);
         }
         let vpn_ip = VpnIp::from(dst);
-        if self.hostmap.host(vpn_ip).is_some() {
+        if let Some(h) = self.hostmap.host(vpn_ip) {
+            let relayed = h.remote.is_none();
             self.try_promote_best(now, vpn_ip);
+            if relayed && out.len() < packet.len() + 2 * OVERHEAD {
+                // Relay framing needs more room than the caller's buffer: send it owned.
+                self.send_queued(now, vpn_ip, packet);
+                return TunOutcome::Handled;
+            }
             return match self.seal_inside(now, vpn_ip, packet, out) {
                 Ok((to, len)) => TunOutcome::Send { to, len },
                 Err(r) => TunOutcome::Dropped(r),
@@ -125,7 +131,7 @@ impl Node {
 
     /// A packet released from a handshake queue or generated locally: filter, seal, queue.
     pub(super) fn send_queued(&mut self, now: Instant, vpn_ip: VpnIp, packet: &[u8]) {
-        let mut out = vec![0u8; packet.len() + OVERHEAD];
+        let mut out = vec![0u8; packet.len() + 2 * OVERHEAD];
         match self.seal_inside(now, vpn_ip, packet, &mut out) {
             Ok((to, len)) => {
                 out.truncate(len);
@@ -144,7 +150,7 @@ impl Node {
         st: Subtype,
         payload: &[u8],
     ) {
-        let mut out = vec![0u8; payload.len() + OVERHEAD];
+        let mut out = vec![0u8; payload.len() + 2 * OVERHEAD];
         match self.seal_to_host(now, vpn_ip, t, st, payload, &mut out) {
             Ok((to, len)) => {
                 out.truncate(len);
@@ -165,8 +171,8 @@ impl Node {
         st: Subtype,
     ) {
         let mut out = vec![0u8; OVERHEAD];
-        match self.seal_to_host(now, vpn_ip, t, st, &[], &mut out) {
-            Ok((_, len)) => {
+        match self.seal_direct(now, vpn_ip, t, st, &[], &mut out) {
+            Ok(len) => {
                 out.truncate(len);
                 self.push_transmit(to, out);
             }
@@ -174,7 +180,8 @@ impl Node {
         }
     }
 
-    /// Header with the next counter, payload copied in, sealed in `out`.
+    /// Seals for `vpn_ip` and picks the path: its underlay address, or its relay (then `out`
+    /// needs `payload.len() + 2 * OVERHEAD` bytes).
     fn seal_to_host(
         &mut self,
         now: Instant,
@@ -184,9 +191,24 @@ impl Node {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(SocketAddr, usize), DropReason> {
-        let alive = self.config.connection_alive_interval;
+        let remote = self.hostmap.host(vpn_ip).ok_or(DropReason::NoRemote)?.remote;
+        match remote {
+            Some(to) => Ok((to, self.seal_direct(now, vpn_ip, t, st, payload, out)?)),
+            None => self.seal_relayed(now, vpn_ip, t, st, payload, out),
+        }
+    }
+
+    /// Header with the next counter, payload copied in, sealed in `out`; returns the length.
+    pub(super) fn seal_direct(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        t: MessageType,
+        st: Subtype,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, DropReason> {
         let host = self.hostmap.host_mut(vpn_ip).ok_or(DropReason::NoRemote)?;
-        let to = host.remote.ok_or(DropReason::NoRemote)?;
         if out.len() < payload.len() + OVERHEAD {
             return Err(DropReason::BufferTooSmall);
         }
@@ -201,15 +223,24 @@ impl Node {
             .session
             .seal_in_place(counter, out, payload.len())
             .map_err(|_| DropReason::BufferTooSmall)?;
+        self.track_out(now, vpn_ip);
+        Ok(len)
+    }
+
+    /// Outbound traffic on a tunnel arms the connection manager's check.
+    pub(super) fn track_out(&mut self, now: Instant, vpn_ip: VpnIp) {
+        let alive = self.config.connection_alive_interval;
+        let Some(host) = self.hostmap.host_mut(vpn_ip) else {
+            return;
+        };
         if !host.liveness.out_tracked {
             host.liveness.out_tracked = true;
             host.liveness.check_at = Some(now + alive);
             self.timers.push(Reverse((now + alive, vpn_ip)));
         }
-        Ok((to, len))
     }
 
-    fn datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+    pub(super) fn datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
         let header = match Header::parse(buf) {
             Ok(h) => h,
             Err(HeaderError::TooShort(_)) => {
@@ -231,9 +262,7 @@ impl Node {
             MessageType::Test => self.handle_test(now, from, &header, buf),
             MessageType::CloseTunnel => self.handle_close(now, from, &header, buf),
             MessageType::LightHouse => self.handle_lighthouse(now, from, &header, buf),
-            MessageType::Control => {
-                self.handle_unsupported(now, from, &header, buf, DropReason::ControlUnsupported)
-            }
+            MessageType::Control => self.handle_control(now, from, &header, buf),
         }
     }
 
@@ -276,8 +305,7 @@ impl Node {
         buf: &mut [u8],
     ) -> DatagramOutcome {
         if header.subtype == Subtype::MESSAGE_RELAY {
-            // Relay legs plug in here (separate relay-index table).
-            return DatagramOutcome::Dropped(DropReason::RelayUnsupported);
+            return self.handle_relay_packet(now, header, buf);
         }
         if header.subtype != Subtype::MESSAGE_NONE {
             return DatagramOutcome::Dropped(DropReason::UnknownMessageType);
@@ -389,28 +417,6 @@ impl Node {
         }
     }
 
-    /// Authenticated packets of kinds handled by later modules (lighthouse, relay control).
-    fn handle_unsupported(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        header: &Header,
-        buf: &mut [u8],
-        reason: DropReason,
-    ) -> DatagramOutcome {
-        if let Err(r) = self.open(from, header, buf) {
-            return DatagramOutcome::Dropped(r);
-        }
-        if let Some(vpn_ip) = self
-            .hostmap
-            .host_by_index(LocalIndex(header.remote_index.0))
-        {
-            self.roam(now, vpn_ip, from);
-            self.mark_in(vpn_ip);
-        }
-        DatagramOutcome::Dropped(reason)
-    }
-
     /// Fourth recv_error from the tunnel's current remote closes it locally (`handleRecvError`).
     fn handle_recv_error(
         &mut self,
@@ -440,6 +446,9 @@ impl Node {
     }
 
     fn maybe_send_recv_error(&mut self, to: SocketAddr, index: RemoteIndex) {
+        if self.relayed() {
+            return;
+        }
         let allowed = match self.config.send_recv_error {
             SendRecvError::Always => true,
             SendRecvError::Never => false,
@@ -453,6 +462,10 @@ impl Node {
 
     /// Switches the tunnel to the address an authenticated packet came from (`handleHostRoaming`).
     pub(super) fn roam(&mut self, now: Instant, vpn_ip: VpnIp, from: SocketAddr) {
+        if self.relayed() {
+            // Relayed packets carry no address; only direct ones move a tunnel (off a relay).
+            return;
+        }
         let same = self.hostmap.host(vpn_ip).map(|h| h.remote == Some(from));
         if same != Some(false) || !self.remote_allowed(vpn_ip, from.ip()) {
             return;

@@ -147,6 +147,7 @@ impl Node {
         for to in addrs {
             self.push_transmit(to, msg.clone());
         }
+        self.relay_handshake_attempt(now, vpn_ip, &msg);
         let interval = self.config.handshake_try_interval;
         if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
             p.attempts += 1;
@@ -213,7 +214,7 @@ impl Node {
     ) -> Result<(), DropReason> {
         let noise_part = &packet[HEADER_LEN..];
         if let Some(cached) = self.duplicate_stage1(noise_part) {
-            self.push_transmit(from, cached);
+            self.reply_handshake(now, from, cached);
             return Ok(());
         }
         let seed = self.next_seed();
@@ -228,9 +229,7 @@ impl Node {
         if vpn_ip == self.identity.vpn_ip {
             return Err(DropReason::HandshakeSelf);
         }
-        if !self.remote_allowed(vpn_ip, from.ip()) {
-            return Err(DropReason::RemoteNotAllowed);
-        }
+        self.check_path(vpn_ip, from)?;
         if let Some(existing) = self.hostmap.host(vpn_ip) {
             if existing.handshake_time >= hello.details.time {
                 self.send_test_request(now, vpn_ip);
@@ -257,7 +256,8 @@ impl Node {
             vpn_ip,
             local_index,
             remote_index: RemoteIndex(hello.details.initiator_index),
-            remote: Some(from),
+            remote: self.direct_from(from),
+            relay: self.relay_ctx.map(|c| c.hop),
             session,
             window: ReplayWindow::new(),
             counter: 2,
@@ -271,9 +271,28 @@ impl Node {
             initiator: false,
             promote_counter: 0,
         };
-        self.push_transmit(from, stage2);
+        self.reply_handshake(now, from, stage2);
         self.complete(now, host, queue);
         Ok(())
+    }
+
+    /// A direct handshake must pass remote_allow_list; a relayed one (no address, §7.3) must
+    /// come from the host its relay leg was set up for.
+    fn check_path(&self, vpn_ip: VpnIp, from: SocketAddr) -> Result<(), DropReason> {
+        match self.relay_ctx {
+            Some(ctx) if ctx.peer != vpn_ip => Err(DropReason::RelayWrongPeer),
+            Some(_) => Ok(()),
+            None if self.remote_allowed(vpn_ip, from.ip()) => Ok(()),
+            None => Err(DropReason::RemoteNotAllowed),
+        }
+    }
+
+    /// The underlay address to record for a new tunnel: none when it came through a relay.
+    fn direct_from(&self, from: SocketAddr) -> Option<SocketAddr> {
+        match self.relay_ctx {
+            Some(_) => None,
+            None => Some(from),
+        }
     }
 
     /// The cached stage 2 if `noise_part` repeats the stage 1 an existing tunnel answered.
@@ -374,10 +393,10 @@ impl Node {
                 return Err(reason);
             }
         };
-        if !self.remote_allowed(vpn_ip, from.ip()) {
-            // Keep trying the other addresses; this one is refused by remote_allow_list.
+        if let Err(reason) = self.check_path(vpn_ip, from) {
+            // Keep trying the other paths; this one is refused.
             self.retry_after_wrong_host(now, pending, from);
-            return Err(DropReason::RemoteNotAllowed);
+            return Err(reason);
         }
         if hello.peer.vpn_ip != vpn_ip {
             self.retry_after_wrong_host(now, pending, from);
@@ -391,7 +410,8 @@ impl Node {
             vpn_ip,
             local_index: pending.local_index,
             remote_index: RemoteIndex(hello.details.responder_index),
-            remote: Some(from),
+            remote: self.direct_from(from),
+            relay: self.relay_ctx.map(|c| c.hop),
             session,
             window: ReplayWindow::new(),
             counter: 2,

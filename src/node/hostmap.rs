@@ -32,8 +32,10 @@ pub struct HostInfo {
     pub vpn_ip: VpnIp,
     pub local_index: LocalIndex,
     pub remote_index: RemoteIndex,
-    /// Current underlay address; None when only reachable through a relay (later).
+    /// Current underlay address; None when only reachable through a relay.
     pub remote: Option<SocketAddr>,
+    /// The relay (its VPN IP) the handshake completed through, used while `remote` is None.
+    pub relay: Option<VpnIp>,
     pub session: Session,
     pub window: ReplayWindow,
     /// Last counter used for sending; the first data packet uses 3.

@@ -15,8 +15,8 @@
 //! `out` buffer (returning `TunOutcome::Send`), `handle_datagram` decrypts in place (returning
 //! `DatagramOutcome::ToTun(range)`); only handshakes and control replies are queued as owned
 //! `Transmit`s. Lighthouse discovery, hole punching and the lighthouse DNS records live in
-//! `lighthouse`, `punchy` and `dns`; relay packets are authenticated and counted as
-//! `ControlUnsupported` / `RelayUnsupported` until relays land.
+//! `lighthouse`, `punchy` and `dns`; relays (CreateRelayRequest/Response, relayed framing,
+//! forwarding) in `relay`.
 
 mod certs;
 mod conn_manager;
@@ -27,6 +27,7 @@ mod hostmap;
 pub mod ipv4;
 mod lighthouse;
 mod punchy;
+mod relay;
 mod remotes;
 mod types;
 
@@ -45,6 +46,7 @@ use crate::crypto::{Cipher, StaticSecret};
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
+pub use relay::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
 pub use remotes::RemoteList;
 pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
@@ -115,6 +117,15 @@ pub struct NodeConfig {
     pub punch_respond_delay: Duration,
     /// `relay.relays` (empty when `relay.am_relay`): advertised in our HostUpdateNotification.
     pub advertise_relays: Vec<VpnIp>,
+    /// `relay.am_relay` (default false): forward for others on request. Such a node never
+    /// uses relays itself and advertises none.
+    pub am_relay: bool,
+    /// `relay.use_relays` (default true): reach peers through the relays the lighthouses
+    /// name for them when direct attempts fail.
+    pub use_relays: bool,
+    /// Bound on relay legs in total (each hop tunnel also carries at most
+    /// [`MAX_LEGS_PER_HOP`]).
+    pub max_relay_legs: usize,
     /// The port the UDP socket is actually bound to (`listen.port`, resolved when 0).
     pub listen_port: u16,
     /// `lighthouse.serve_dns` (only effective with `am_lighthouse`): keep name → VPN IP records
@@ -150,6 +161,9 @@ impl Default for NodeConfig {
             punch_delay: Duration::from_secs(1),
             punch_respond_delay: Duration::from_secs(5),
             advertise_relays: Vec::new(),
+            am_relay: false,
+            use_relays: true,
+            max_relay_legs: 8_192,
             listen_port: 4242,
             serve_dns: false,
         }
@@ -239,6 +253,8 @@ pub enum CloseReason {
     Replaced,
     /// Closed locally ([`Node::close_tunnel`] / shutdown).
     Local,
+    /// The tunnel had no direct address and the relay it used went away.
+    RelayLost,
 }
 
 /// Things the driver may want to log or act on.
@@ -315,19 +331,27 @@ pub struct Node {
     drops: DropCounters,
     /// Lighthouse server/client state and punch schedule.
     lh: lighthouse::LighthouseState,
+    /// Relay legs (separate index space from tunnels).
+    relays: relay::RelayTable,
+    /// Set while an inner packet that arrived through a relay is processed.
+    relay_ctx: Option<relay::RelayCtx>,
 }
 
 impl Node {
     /// A node with no tunnels. `unix_ns` is the wall clock at `now` (used for handshake Time and
     /// certificate validity); later wall times are derived from `now` offsets.
     pub fn new(
-        config: NodeConfig,
+        mut config: NodeConfig,
         identity: Identity,
         verifier: Box<dyn CertVerifier>,
         rng_seed: u64,
         now: Instant,
         unix_ns: u64,
     ) -> Self {
+        if config.am_relay {
+            // `relay.relays` is ignored on a relay (1.6.1 relay_manager).
+            config.advertise_relays.clear();
+        }
         let remotes = config
             .static_host_map
             .iter()
@@ -350,6 +374,8 @@ impl Node {
             tun: VecDeque::new(),
             events: VecDeque::new(),
             drops: DropCounters::default(),
+            relays: relay::RelayTable::default(),
+            relay_ctx: None,
         }
     }
 
@@ -531,6 +557,11 @@ impl Node {
     }
 
     fn push_transmit(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        if to.ip().is_unspecified() || to.port() == 0 {
+            // The stand-in source of relayed packets: such replies go through the relay.
+            self.drops.count(DropReason::NoRemote);
+            return;
+        }
         if self.transmits.len() >= self.config.max_queued_outputs {
             self.drops.count(DropReason::OutputQueueFull);
             return;
@@ -548,8 +579,12 @@ impl Node {
 
     fn push_event(&mut self, e: Event) {
         match e {
-            Event::TunnelClosed { vpn_ip, reason } if reason != CloseReason::Replaced => {
-                self.lighthouse_host_gone(vpn_ip);
+            Event::TunnelClosed { vpn_ip, reason } => {
+                if reason != CloseReason::Replaced {
+                    self.lighthouse_host_gone(vpn_ip);
+                }
+                // A replaced tunnel means the peer restarted or re-keyed: its legs are stale.
+                self.relay_tunnel_gone(vpn_ip);
             }
             Event::HandshakeTimedOut { vpn_ip, .. } => self.lighthouse_unreachable(vpn_ip),
             _ => {}

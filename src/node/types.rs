@@ -96,6 +96,17 @@ drop_reasons!(
     PendingFull,
     RelayUnsupported,
     ControlUnsupported,
+    // relays: unknown leg index, leg not (yet) established, relay packet inside a relay
+    // packet, table bound hit, request at a non-relay, relay has no direct tunnel to the
+    // target, undecodable NebulaControl, inner handshake from a host other than the leg's.
+    RelayUnknownIndex,
+    RelayNotEstablished,
+    RelayNested,
+    RelayTableFull,
+    RelayNotServing,
+    RelayNoTunnel,
+    ControlMalformed,
+    RelayWrongPeer,
     LightHouseMalformed,
     // HostQuery/HostUpdateNotification at a non-lighthouse; answers/punches from a
     // non-lighthouse; an update about another host; a query for an unknown host.

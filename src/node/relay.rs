@@ -1,0 +1,720 @@
+//! Relays (`relay_manager.go` and the relay parts of `inside.go`, `outside.go`,
+//! `handshake_manager.go` in 1.6.1): the relay table, CreateRelayRequest/Response, relayed
+//! packet framing, forwarding as a relay, sending through a relay, and dropping relay state
+//! with the tunnels it rides on.
+//!
+//! A relay *leg* rides on one established tunnel (its `hop`) and reaches one far host (`peer`).
+//! A → R → B has legs (R, B) at A, (A, B) and (B, A) at R, (R, A) at B. Leg indexes live in
+//! their own table, separate from tunnel indexes. Everything peer-growable is bounded per hop
+//! and in total. No sockets, clocks or randomness of its own: it works on [`Node`] state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use prost::Message;
+use rand::RngCore;
+
+use crate::wire::{
+    ControlType, Header, MessageType, NebulaControl, RemoteIndex, Subtype, HEADER_LEN,
+};
+
+use super::types::{DropReason, VpnIp};
+use super::{CloseReason, DatagramOutcome, Event, Node, OVERHEAD};
+
+/// Legs one hop tunnel may carry (1.6.1 has no bound; one per far host in practice).
+pub const MAX_LEGS_PER_HOP: usize = 64;
+
+/// Our index for a relay leg (the outer remote index the next hop puts on packets for us).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayIndex(pub u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayState {
+    Requested,
+    Established,
+}
+
+/// Terminal: we are an end of the relayed tunnel. Forwarding: we are the relay in the middle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayRole {
+    Terminal,
+    Forwarding,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLeg {
+    pub local_index: RelayIndex,
+    /// The hop's index for this leg, once known.
+    pub remote_index: Option<RemoteIndex>,
+    /// The tunnel the leg rides on.
+    pub hop: VpnIp,
+    /// The host at the far end.
+    pub peer: VpnIp,
+    pub state: RelayState,
+    pub role: RelayRole,
+}
+
+/// All relay legs, by our index and by (hop, peer).
+#[derive(Default, Debug)]
+pub struct RelayTable {
+    legs: HashMap<RelayIndex, RelayLeg>,
+    by_route: BTreeMap<(VpnIp, VpnIp), RelayIndex>,
+    per_hop: HashMap<VpnIp, usize>,
+}
+
+impl RelayTable {
+    pub fn leg(&self, idx: RelayIndex) -> Option<&RelayLeg> {
+        self.legs.get(&idx)
+    }
+
+    pub fn find(&self, hop: VpnIp, peer: VpnIp) -> Option<&RelayLeg> {
+        self.by_route.get(&(hop, peer)).and_then(|i| self.legs.get(i))
+    }
+
+    pub fn len(&self) -> usize {
+        self.legs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.legs.is_empty()
+    }
+
+    pub fn legs(&self) -> impl Iterator<Item = &RelayLeg> {
+        self.legs.values()
+    }
+
+    fn free(&self, idx: RelayIndex) -> bool {
+        idx.0 != 0 && !self.legs.contains_key(&idx)
+    }
+
+    /// Adds a leg, replacing any leg on the same (hop, peer).
+    fn insert(&mut self, leg: RelayLeg, max_total: usize) -> Result<(), DropReason> {
+        self.remove_route(leg.hop, leg.peer);
+        let on_hop = self.per_hop.get(&leg.hop).copied().unwrap_or(0);
+        if on_hop >= MAX_LEGS_PER_HOP || self.legs.len() >= max_total {
+            return Err(DropReason::RelayTableFull);
+        }
+        *self.per_hop.entry(leg.hop).or_default() += 1;
+        self.by_route.insert((leg.hop, leg.peer), leg.local_index);
+        self.legs.insert(leg.local_index, leg);
+        Ok(())
+    }
+
+    fn update(&mut self, idx: RelayIndex, f: impl FnOnce(&mut RelayLeg)) -> Option<RelayLeg> {
+        let leg = self.legs.get_mut(&idx)?;
+        f(leg);
+        Some(*leg)
+    }
+
+    fn remove_route(&mut self, hop: VpnIp, peer: VpnIp) -> Option<RelayLeg> {
+        let idx = self.by_route.remove(&(hop, peer))?;
+        let leg = self.legs.remove(&idx)?;
+        if let Some(n) = self.per_hop.get_mut(&hop) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_hop.remove(&hop);
+            }
+        }
+        Some(leg)
+    }
+
+    /// Removes every leg riding on `hop` and every leg reaching `hop`.
+    fn remove_host(&mut self, hop: VpnIp) -> Vec<RelayLeg> {
+        let routes: Vec<(VpnIp, VpnIp)> = self
+            .by_route
+            .keys()
+            .filter(|(h, p)| *h == hop || *p == hop)
+            .copied()
+            .collect();
+        routes
+            .into_iter()
+            .filter_map(|(h, p)| self.remove_route(h, p))
+            .collect()
+    }
+}
+
+/// The relay leg an inner packet arrived on, while it is being processed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RelayCtx {
+    pub hop: VpnIp,
+    pub leg: RelayIndex,
+    pub peer: VpnIp,
+}
+
+/// Stands in for the underlay source of a relayed inner packet; never a real UDP source, and
+/// never sent to (`push_transmit` refuses unspecified addresses).
+pub(super) const RELAYED_FROM: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+impl Node {
+    /// The relay table (for inspection: `print-relays`, tests).
+    pub fn relays(&self) -> &RelayTable {
+        &self.relays
+    }
+
+    /// True while processing a packet that came through a relay.
+    pub(super) fn relayed(&self) -> bool {
+        self.relay_ctx.is_some()
+    }
+
+    /// Where a handshake from `from` goes: straight back, or through the leg it came in on.
+    pub(super) fn reply_handshake(&mut self, now: Instant, from: SocketAddr, bytes: Vec<u8>) {
+        match self.relay_ctx {
+            None => self.push_transmit(from, bytes),
+            Some(ctx) => {
+                let remote = self.relays.leg(ctx.leg).and_then(|l| l.remote_index);
+                match remote {
+                    Some(ri) => self.send_via_relay(now, ctx.hop, ri, &bytes),
+                    None => self.drops.count(DropReason::RelayNotEstablished),
+                }
+            }
+        }
+    }
+
+    /// The relay packet path (type 1 / subtype 1): authenticate on the hop tunnel (replay
+    /// window checked and updated, as newer Nebulas do), then forward or process the inner
+    /// packet.
+    pub(super) fn handle_relay_packet(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
+        if self.relayed() {
+            return DatagramOutcome::Dropped(DropReason::RelayNested);
+        }
+        let idx = RelayIndex(header.remote_index.0);
+        let Some(leg) = self.relays.leg(idx).copied() else {
+            return DatagramOutcome::Dropped(DropReason::RelayUnknownIndex);
+        };
+        let n = match self.open_relay_leg(leg.hop, header.counter, buf) {
+            Ok(n) => n,
+            Err(r) => return DatagramOutcome::Dropped(r),
+        };
+        self.mark_in(leg.hop);
+        match leg.role {
+            RelayRole::Forwarding => self.forward_relay(now, &leg, buf, n),
+            RelayRole::Terminal => self.relay_terminal(now, &leg, buf, n),
+        }
+    }
+
+    /// Authenticates a relay datagram on the hop tunnel; returns the inner length.
+    fn open_relay_leg(&mut self, hop: VpnIp, counter: u64, buf: &[u8]) -> Result<usize, DropReason> {
+        let host = self
+            .hostmap
+            .host_mut(hop)
+            .ok_or(DropReason::RelayUnknownIndex)?;
+        if !host.window.check(counter) {
+            return Err(DropReason::Replay);
+        }
+        let n = host
+            .session
+            .open_relay(counter, buf)
+            .map_err(|_| DropReason::AuthFailed)?;
+        if !host.window.update(counter) {
+            return Err(DropReason::ReplayAfterDecrypt);
+        }
+        Ok(n)
+    }
+
+    /// As the relay: re-frame the inner packet on the partner leg, same length, in place.
+    fn forward_relay(
+        &mut self,
+        now: Instant,
+        leg: &RelayLeg,
+        buf: &mut [u8],
+        n: usize,
+    ) -> DatagramOutcome {
+        let partner = self.relays.find(leg.peer, leg.hop).copied();
+        let Some(RelayLeg {
+            remote_index: Some(ri),
+            state: RelayState::Established,
+            ..
+        }) = partner
+        else {
+            return DatagramOutcome::Dropped(DropReason::RelayNotEstablished);
+        };
+        match self.wrap_relay(now, leg.peer, ri, buf, n) {
+            Ok((to, len)) => {
+                self.push_transmit(to, buf[..len].to_vec());
+                DatagramOutcome::Handled
+            }
+            Err(r) => DatagramOutcome::Dropped(r),
+        }
+    }
+
+    /// As an end: process the inner packet as if it had arrived with no underlay address.
+    fn relay_terminal(
+        &mut self,
+        now: Instant,
+        leg: &RelayLeg,
+        buf: &mut [u8],
+        n: usize,
+    ) -> DatagramOutcome {
+        if leg.state != RelayState::Established {
+            return DatagramOutcome::Dropped(DropReason::RelayNotEstablished);
+        }
+        self.relay_ctx = Some(RelayCtx {
+            hop: leg.hop,
+            leg: leg.local_index,
+            peer: leg.peer,
+        });
+        let r = self.datagram(now, RELAYED_FROM, &mut buf[HEADER_LEN..HEADER_LEN + n]);
+        self.relay_ctx = None;
+        match r {
+            DatagramOutcome::ToTun(range) => {
+                DatagramOutcome::ToTun(range.start + HEADER_LEN..range.end + HEADER_LEN)
+            }
+            other => other,
+        }
+    }
+
+    /// Writes the outer header (next counter of the `hop` tunnel, the hop's leg index) over
+    /// `buf[..16]` and appends the tag over header ‖ inner (`buf[16..16 + inner_len]`).
+    ///
+    /// ```text
+    ///  0      16               16+n       32+n
+    ///  | outer | inner packet   | tag (16) |
+    ///    type 1/subtype 1, index = hop's leg index, counter = hop tunnel counter
+    /// ```
+    pub(super) fn wrap_relay(
+        &mut self,
+        now: Instant,
+        hop: VpnIp,
+        remote_index: RemoteIndex,
+        buf: &mut [u8],
+        inner_len: usize,
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        let host = self.hostmap.host_mut(hop).ok_or(DropReason::NoRemote)?;
+        let to = host.remote.ok_or(DropReason::NoRemote)?;
+        if buf.len() < inner_len + OVERHEAD {
+            return Err(DropReason::BufferTooSmall);
+        }
+        let counter = host
+            .counter
+            .checked_add(1)
+            .ok_or(DropReason::CounterExhausted)?;
+        host.counter = counter;
+        let h = Header::new(MessageType::Message, Subtype::MESSAGE_RELAY, remote_index, counter);
+        h.write_to(buf);
+        let len = host
+            .session
+            .seal_relay(counter, buf, inner_len)
+            .map_err(|_| DropReason::BufferTooSmall)?;
+        self.track_out(now, hop);
+        Ok((to, len))
+    }
+
+    /// Frames an owned inner packet (a handshake message) on a leg and queues it.
+    pub(super) fn send_via_relay(
+        &mut self,
+        now: Instant,
+        hop: VpnIp,
+        remote_index: RemoteIndex,
+        inner: &[u8],
+    ) {
+        let mut buf = vec![0u8; inner.len() + OVERHEAD];
+        buf[HEADER_LEN..HEADER_LEN + inner.len()].copy_from_slice(inner);
+        match self.wrap_relay(now, hop, remote_index, &mut buf, inner.len()) {
+            Ok((to, len)) => {
+                buf.truncate(len);
+                self.push_transmit(to, buf);
+            }
+            Err(r) => self.drops.count(r),
+        }
+    }
+
+    /// The leg to send to `vpn_ip` on when its tunnel has no direct address: the relay it
+    /// completed through, else any established one.
+    fn relay_route(&self, vpn_ip: VpnIp) -> Option<(VpnIp, RemoteIndex)> {
+        let usable = |l: &RelayLeg| match (l.role, l.state, l.remote_index) {
+            (RelayRole::Terminal, RelayState::Established, Some(ri)) => Some((l.hop, ri)),
+            _ => None,
+        };
+        let preferred = self.hostmap.host(vpn_ip).and_then(|h| h.relay);
+        preferred
+            .and_then(|hop| self.relays.find(hop, vpn_ip))
+            .and_then(usable)
+            .or_else(|| {
+                self.relays
+                    .legs()
+                    .filter(|l| l.peer == vpn_ip)
+                    .find_map(usable)
+            })
+    }
+
+    /// Seals a packet end to end for `vpn_ip` at `out[16..]`, then frames it for the relay.
+    /// `out` needs `payload.len() + 2 * OVERHEAD` bytes.
+    pub(super) fn seal_relayed(
+        &mut self,
+        now: Instant,
+        vpn_ip: VpnIp,
+        t: MessageType,
+        st: Subtype,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(SocketAddr, usize), DropReason> {
+        let (hop, ri) = self.relay_route(vpn_ip).ok_or(DropReason::NoRemote)?;
+        if out.len() < payload.len() + 2 * OVERHEAD {
+            return Err(DropReason::BufferTooSmall);
+        }
+        let inner = self.seal_direct(now, vpn_ip, t, st, payload, &mut out[HEADER_LEN..])?;
+        self.wrap_relay(now, hop, ri, out, inner)
+    }
+
+    /// One handshake attempt's relay work toward `vpn_ip` (§7.4): for each relay the
+    /// lighthouses named, get a tunnel to it, request a leg, or send stage 1 through it.
+    pub(super) fn relay_handshake_attempt(&mut self, now: Instant, vpn_ip: VpnIp, stage1: &[u8]) {
+        if !self.config.use_relays || self.config.am_relay {
+            return;
+        }
+        let relays = self
+            .remotes
+            .get(&vpn_ip)
+            .map(|r| r.relays())
+            .unwrap_or_default();
+        let me = self.identity.vpn_ip;
+        for hop in relays.into_iter().filter(|r| *r != vpn_ip && *r != me) {
+            if self.hostmap.host(hop).is_none() {
+                self.connect(now, hop);
+                continue;
+            }
+            self.relay_attempt_via(now, hop, vpn_ip, stage1);
+        }
+    }
+
+    fn relay_attempt_via(&mut self, now: Instant, hop: VpnIp, vpn_ip: VpnIp, stage1: &[u8]) {
+        let leg = match self.relays.find(hop, vpn_ip).copied() {
+            Some(l) => l,
+            None => match self.new_terminal_leg(hop, vpn_ip) {
+                Ok(l) => l,
+                Err(r) => return self.drops.count(r),
+            },
+        };
+        if let (RelayState::Established, Some(ri)) = (leg.state, leg.remote_index) {
+            self.send_via_relay(now, hop, ri, stage1);
+        }
+        // Re-requesting an established leg is harmless (the relay answers at once) and
+        // repairs a leg the relay forgot, e.g. after the far host restarted.
+        let req = NebulaControl {
+            r#type: ControlType::CreateRelayRequest as i32,
+            initiator_relay_index: leg.local_index.0,
+            responder_relay_index: 0,
+            relay_to_ip: vpn_ip.0,
+            relay_from_ip: self.identity.vpn_ip.0,
+        };
+        self.send_relay_control(now, hop, &req);
+    }
+
+    fn new_relay_index(&mut self) -> Result<RelayIndex, DropReason> {
+        for _ in 0..32 {
+            let idx = RelayIndex(self.rng.next_u32());
+            if self.relays.free(idx) {
+                return Ok(idx);
+            }
+        }
+        Err(DropReason::IndexExhausted)
+    }
+
+    fn add_leg(
+        &mut self,
+        hop: VpnIp,
+        peer: VpnIp,
+        role: RelayRole,
+        state: RelayState,
+        remote_index: Option<RemoteIndex>,
+    ) -> Result<RelayLeg, DropReason> {
+        let leg = RelayLeg {
+            local_index: self.new_relay_index()?,
+            remote_index,
+            hop,
+            peer,
+            state,
+            role,
+        };
+        self.relays.insert(leg, self.config.max_relay_legs)?;
+        Ok(leg)
+    }
+
+    fn new_terminal_leg(&mut self, hop: VpnIp, peer: VpnIp) -> Result<RelayLeg, DropReason> {
+        self.add_leg(hop, peer, RelayRole::Terminal, RelayState::Requested, None)
+    }
+
+    fn send_relay_control(&mut self, now: Instant, hop: VpnIp, m: &NebulaControl) {
+        let bytes = m.encode_to_vec();
+        self.send_control(now, hop, MessageType::Control, Subtype::NONE, &bytes);
+    }
+
+    /// A control packet (type 6) on an established tunnel.
+    pub(super) fn handle_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
+        let (sender, n) = match self.open(from, header, buf) {
+            Ok(v) => v,
+            Err(r) => return DatagramOutcome::Dropped(r),
+        };
+        if !self.relayed() {
+            self.roam(now, sender, from);
+        }
+        self.mark_in(sender);
+        let Ok(m) = NebulaControl::decode(&buf[HEADER_LEN..HEADER_LEN + n]) else {
+            return DatagramOutcome::Dropped(DropReason::ControlMalformed);
+        };
+        let r = match ControlType::try_from(m.r#type) {
+            Ok(ControlType::CreateRelayRequest) => self.on_relay_request(now, sender, &m),
+            Ok(ControlType::CreateRelayResponse) => self.on_relay_response(now, sender, &m),
+            _ => Err(DropReason::ControlMalformed),
+        };
+        match r {
+            Ok(()) => DatagramOutcome::Handled,
+            Err(reason) => DatagramOutcome::Dropped(reason),
+        }
+    }
+
+    fn on_relay_request(
+        &mut self,
+        now: Instant,
+        sender: VpnIp,
+        m: &NebulaControl,
+    ) -> Result<(), DropReason> {
+        if m.initiator_relay_index == 0 {
+            return Err(DropReason::ControlMalformed);
+        }
+        if VpnIp(m.relay_to_ip) == self.identity.vpn_ip {
+            return self.accept_relay(now, sender, m);
+        }
+        self.serve_relay(now, sender, m)
+    }
+
+    /// We are the far end (B): one established leg toward the requester (no am_relay check).
+    fn accept_relay(
+        &mut self,
+        now: Instant,
+        hop: VpnIp,
+        m: &NebulaControl,
+    ) -> Result<(), DropReason> {
+        let from = VpnIp(m.relay_from_ip);
+        if from == self.identity.vpn_ip || from == hop {
+            return Err(DropReason::ControlMalformed);
+        }
+        let ri = RemoteIndex(m.initiator_relay_index);
+        let leg = match self.relays.find(hop, from).copied() {
+            Some(l) if l.remote_index == Some(ri) && l.role == RelayRole::Terminal => l,
+            _ => self.add_leg(
+                hop,
+                from,
+                RelayRole::Terminal,
+                RelayState::Established,
+                Some(ri),
+            )?,
+        };
+        let resp = NebulaControl {
+            r#type: ControlType::CreateRelayResponse as i32,
+            initiator_relay_index: ri.0,
+            responder_relay_index: leg.local_index.0,
+            relay_to_ip: m.relay_to_ip,
+            relay_from_ip: m.relay_from_ip,
+        };
+        self.send_relay_control(now, hop, &resp);
+        Ok(())
+    }
+
+    /// We are asked to relay from `a` (the tunnel the request came on) to `relay_to_ip`.
+    fn serve_relay(&mut self, now: Instant, a: VpnIp, m: &NebulaControl) -> Result<(), DropReason> {
+        if !self.config.am_relay {
+            return Err(DropReason::RelayNotServing);
+        }
+        let b = VpnIp(m.relay_to_ip);
+        if b == a {
+            return Err(DropReason::ControlMalformed);
+        }
+        let Some(b_remote) = self.hostmap.host(b).map(|h| h.remote) else {
+            // Get a tunnel to B now; A's next retry finds it.
+            self.connect(now, b);
+            return Err(DropReason::RelayNoTunnel);
+        };
+        if b_remote.is_none() {
+            // Only relay to hosts we reach directly.
+            return Err(DropReason::RelayNoTunnel);
+        }
+        let rb = match self.relays.find(b, a).copied() {
+            Some(l) if l.role == RelayRole::Forwarding => l,
+            _ => self.add_leg(b, a, RelayRole::Forwarding, RelayState::Requested, None)?,
+        };
+        let ri = RemoteIndex(m.initiator_relay_index);
+        let ra = match self.relays.find(a, b).copied() {
+            Some(l) if l.remote_index == Some(ri) && l.role == RelayRole::Forwarding => l,
+            // New, or a stale leg from an earlier request of A: replace it.
+            _ => self.add_leg(a, b, RelayRole::Forwarding, RelayState::Requested, Some(ri))?,
+        };
+        if rb.state == RelayState::Established {
+            self.relays
+                .update(ra.local_index, |l| l.state = RelayState::Established);
+            self.answer_requester(now, a, b, ri, ra.local_index);
+            return Ok(());
+        }
+        let req = NebulaControl {
+            r#type: ControlType::CreateRelayRequest as i32,
+            initiator_relay_index: rb.local_index.0,
+            responder_relay_index: 0,
+            relay_to_ip: b.0,
+            relay_from_ip: a.0,
+        };
+        self.send_relay_control(now, b, &req);
+        Ok(())
+    }
+
+    fn answer_requester(
+        &mut self,
+        now: Instant,
+        a: VpnIp,
+        b: VpnIp,
+        a_index: RemoteIndex,
+        ra: RelayIndex,
+    ) {
+        let resp = NebulaControl {
+            r#type: ControlType::CreateRelayResponse as i32,
+            initiator_relay_index: a_index.0,
+            responder_relay_index: ra.0,
+            relay_to_ip: b.0,
+            relay_from_ip: a.0,
+        };
+        self.send_relay_control(now, a, &resp);
+    }
+
+    fn on_relay_response(
+        &mut self,
+        now: Instant,
+        sender: VpnIp,
+        m: &NebulaControl,
+    ) -> Result<(), DropReason> {
+        let idx = RelayIndex(m.initiator_relay_index);
+        let leg = self
+            .relays
+            .leg(idx)
+            .copied()
+            .filter(|l| l.hop == sender)
+            .ok_or(DropReason::RelayUnknownIndex)?;
+        if m.responder_relay_index == 0 {
+            return Err(DropReason::ControlMalformed);
+        }
+        self.relays.update(idx, |l| {
+            l.remote_index = Some(RemoteIndex(m.responder_relay_index));
+            l.state = RelayState::Established;
+        });
+        match leg.role {
+            RelayRole::Terminal => {
+                self.relay_ready(now, leg.hop, leg.peer);
+                Ok(())
+            }
+            RelayRole::Forwarding => self.partner_ready(now, &leg),
+        }
+    }
+
+    /// As the relay: B answered, so A's leg is established and A learns our index for it.
+    fn partner_ready(&mut self, now: Instant, b_leg: &RelayLeg) -> Result<(), DropReason> {
+        let (a, b) = (b_leg.peer, b_leg.hop);
+        let ra = self
+            .relays
+            .find(a, b)
+            .copied()
+            .ok_or(DropReason::RelayNotEstablished)?;
+        let ri = ra.remote_index.ok_or(DropReason::RelayNotEstablished)?;
+        self.relays
+            .update(ra.local_index, |l| l.state = RelayState::Established);
+        self.answer_requester(now, a, b, ri, ra.local_index);
+        Ok(())
+    }
+
+    /// As A: a leg to `peer` became usable; a waiting handshake goes through it at once.
+    fn relay_ready(&mut self, now: Instant, hop: VpnIp, peer: VpnIp) {
+        let stage1 = self.hostmap.pending(peer).map(|p| p.stage1.clone());
+        let ri = self.relays.find(hop, peer).and_then(|l| l.remote_index);
+        if let (Some(s1), Some(ri)) = (stage1, ri) {
+            self.send_via_relay(now, hop, ri, &s1);
+        }
+    }
+
+    /// A tunnel went away: legs riding on it or reaching it go, and tunnels that only had a
+    /// path through it are closed (they come back through a new handshake).
+    pub(super) fn relay_tunnel_gone(&mut self, vpn_ip: VpnIp) {
+        if self.relays.is_empty() {
+            return;
+        }
+        let removed = self.relays.remove_host(vpn_ip);
+        let stranded: Vec<VpnIp> = removed
+            .iter()
+            .filter(|l| l.hop == vpn_ip && l.role == RelayRole::Terminal)
+            .map(|l| l.peer)
+            .filter(|p| {
+                self.hostmap
+                    .host(*p)
+                    .is_some_and(|h| h.remote.is_none() && self.relay_route_gone(*p))
+            })
+            .collect();
+        for peer in stranded {
+            if self.hostmap.remove_host(peer).is_some() {
+                self.push_event(Event::TunnelClosed {
+                    vpn_ip: peer,
+                    reason: CloseReason::RelayLost,
+                });
+            }
+        }
+    }
+
+    fn relay_route_gone(&self, peer: VpnIp) -> bool {
+        self.relay_route(peer).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(i: u32, hop: u32, peer: u32) -> RelayLeg {
+        RelayLeg {
+            local_index: RelayIndex(i),
+            remote_index: None,
+            hop: VpnIp(hop),
+            peer: VpnIp(peer),
+            state: RelayState::Requested,
+            role: RelayRole::Terminal,
+        }
+    }
+
+    #[test]
+    fn route_replacement_and_per_hop_bound() {
+        let mut t = RelayTable::default();
+        t.insert(leg(1, 10, 20), 1000).unwrap();
+        t.insert(leg(2, 10, 20), 1000).unwrap();
+        assert_eq!(t.len(), 1);
+        assert!(t.leg(RelayIndex(1)).is_none());
+        assert_eq!(t.find(VpnIp(10), VpnIp(20)).unwrap().local_index, RelayIndex(2));
+        for p in 0..MAX_LEGS_PER_HOP as u32 {
+            let _ = t.insert(leg(100 + p, 11, 1000 + p), 1000);
+        }
+        assert_eq!(
+            t.insert(leg(5000, 11, 99_999), 1000),
+            Err(DropReason::RelayTableFull)
+        );
+        assert_eq!(t.insert(leg(6000, 12, 1), 1 + MAX_LEGS_PER_HOP), Err(DropReason::RelayTableFull));
+    }
+
+    #[test]
+    fn removing_a_host_drops_legs_on_and_to_it() {
+        let mut t = RelayTable::default();
+        t.insert(leg(1, 10, 20), 100).unwrap();
+        t.insert(leg(2, 20, 10), 100).unwrap();
+        t.insert(leg(3, 30, 40), 100).unwrap();
+        let gone = t.remove_host(VpnIp(20));
+        assert_eq!(gone.len(), 2);
+        assert_eq!(t.len(), 1);
+        assert!(t.find(VpnIp(30), VpnIp(40)).is_some());
+        assert!(t.free(RelayIndex(1)) && !t.free(RelayIndex(3)) && !t.free(RelayIndex(0)));
+    }
+}
