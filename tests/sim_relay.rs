@@ -221,20 +221,45 @@ fn direct_path_that_starts_working_takes_over_without_flapping() {
 #[test]
 fn use_relays_false_stays_unreachable() {
     let nat = Some(NatKind::Symmetric);
-    let mut sim = network(7, &[(nat, false), (nat, true)]);
+    let mut sim = network(7, &[(nat, false), (nat, false)]);
     assert!(!sim.ping_ok(1, 2, 1, 15 * S));
-    assert!(sim.host(1, 2).is_none());
+    assert!(!sim.ping_ok(2, 1, 2, 15 * S));
+    assert!(sim.host(1, 2).is_none() && sim.host(2, 1).is_none());
     assert!(sim.nodes[1].node.relays().is_empty(), "A asked for no relay");
+    assert!(sim.nodes[2].node.relays().is_empty(), "B asked for no relay");
     assert!(sim.nodes[0].node.relays().is_empty(), "R set up nothing");
     assert!(relay_packets(&sim, false, 0).is_empty());
 }
 
 #[test]
+fn use_relays_false_host_still_accepts_a_relayed_tunnel() {
+    // As in 1.6.1, use_relays only governs our own attempts: the far end of a relay request
+    // does not check it, so B (which uses relays) reaches A through R.
+    let nat = Some(NatKind::Symmetric);
+    let mut sim = network(10, &[(nat, false), (nat, true)]);
+    assert!(sim.ping_ok(2, 1, 1, 15 * S));
+    assert!(relayed_via(&sim, 1, 2) && relayed_via(&sim, 2, 1));
+}
+
+#[test]
 fn relay_ignores_its_own_relay_list_and_never_uses_relays() {
-    let sim = network(8, &[(None, true)]);
+    let nat = Some(NatKind::Symmetric);
+    let mut sim = Sim::new(8, Cipher::AesGcm);
+    sim.full_mesh = false;
+    sim.add_node_with(1, relay_lighthouse);
+    // Node 1 is itself a relay (behind a symmetric NAT): it must not use R.
+    sim.add_node_nat(2, nat, |c| {
+        client(true)(c);
+        c.am_relay = true;
+    });
+    sim.add_node_nat(3, nat, client(true));
+    sim.run_for(S);
     assert!(sim.nodes[0].node.config().advertise_relays.is_empty());
-    let (_, relays) = sim.nodes[0].node.lighthouse_entry(vpn(2)).expect("registered");
+    assert!(sim.nodes[1].node.config().advertise_relays.is_empty());
+    let (_, relays) = sim.nodes[0].node.lighthouse_entry(vpn(3)).expect("registered");
     assert_eq!(relays, vec![vpn(1)], "clients advertise their relay");
+    assert!(!sim.ping_ok(1, 2, 1, 15 * S), "an am_relay node never uses relays");
+    assert!(sim.nodes[1].node.relays().is_empty());
 }
 
 #[test]

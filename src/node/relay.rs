@@ -119,13 +119,21 @@ impl RelayTable {
         Some(leg)
     }
 
-    /// Removes every leg riding on `hop` and every leg reaching `hop`.
+    /// Removes every leg riding on `hop`, and every leg we forward toward it. Our own
+    /// (terminal) legs reaching it stay: they are paths, not tunnels, and a new handshake
+    /// with that host reuses them.
     fn remove_host(&mut self, hop: VpnIp) -> Vec<RelayLeg> {
         let routes: Vec<(VpnIp, VpnIp)> = self
             .by_route
-            .keys()
-            .filter(|(h, p)| *h == hop || *p == hop)
-            .copied()
+            .iter()
+            .filter(|((h, p), i)| {
+                let forwarding = self
+                    .legs
+                    .get(i)
+                    .is_some_and(|l| l.role == RelayRole::Forwarding);
+                *h == hop || (*p == hop && forwarding)
+            })
+            .map(|(k, _)| *k)
             .collect();
         routes
             .into_iter()
@@ -711,9 +719,12 @@ mod tests {
         t.insert(leg(1, 10, 20), 100).unwrap();
         t.insert(leg(2, 20, 10), 100).unwrap();
         t.insert(leg(3, 30, 40), 100).unwrap();
+        t.insert(RelayLeg { role: RelayRole::Forwarding, ..leg(4, 50, 20) }, 100).unwrap();
+        t.insert(leg(5, 60, 20), 100).unwrap();
         let gone = t.remove_host(VpnIp(20));
-        assert_eq!(gone.len(), 2);
-        assert_eq!(t.len(), 1);
+        assert_eq!(gone.len(), 2, "the leg on 20 and the leg forwarded toward 20");
+        assert_eq!(t.len(), 3);
+        assert!(t.find(VpnIp(60), VpnIp(20)).is_some(), "terminal path to 20 kept");
         assert!(t.find(VpnIp(30), VpnIp(40)).is_some());
         assert!(t.free(RelayIndex(1)) && !t.free(RelayIndex(3)) && !t.free(RelayIndex(0)));
     }
