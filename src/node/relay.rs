@@ -726,6 +726,6 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert!(t.find(VpnIp(60), VpnIp(20)).is_some(), "terminal path to 20 kept");
         assert!(t.find(VpnIp(30), VpnIp(40)).is_some());
-        assert!(t.free(RelayIndex(1)) && !t.free(RelayIndex(3)) && !t.free(RelayIndex(0)));
+        assert!(t.free(RelayIndex(2)) && !t.free(RelayIndex(3)) && !t.free(RelayIndex(0)));
     }
 }
