@@ -356,13 +356,59 @@ fn nebula_relay_between_two_meshd_nodes() {
     assert!(log.contains("CreateRelay"), "nebula R logged the relay setup");
 }
 
+/// An ssh key pair for nebula's debug sshd (which is the only way to make a tun-less nebula
+/// start a tunnel on its own: `create-tunnel`).
+fn ssh_keys(dir: &Path) -> (std::path::PathBuf, String, std::path::PathBuf) {
+    let key = dir.join("client_key");
+    let host = dir.join("host_key");
+    for k in [&key, &host] {
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(k)
+            .output()
+            .expect("ssh-keygen");
+        assert!(out.status.success());
+    }
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_string(), host)
+}
+
+/// Runs one command on nebula's debug sshd at 127.0.0.1:`port`.
+fn nebula_ssh(key: &Path, port: u16, cmd: &str) -> String {
+    let out = Command::new("ssh")
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-i",
+        ])
+        .arg(key)
+        .args(["-p", &port.to_string(), "tester@127.0.0.1", cmd])
+        .output()
+        .expect("run ssh");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[test]
 fn meshd_relay_between_two_nebula_nodes() {
-    if !tools("meshd_relay_between_two_nebula_nodes") {
+    if !tools("meshd_relay_between_two_nebula_nodes")
+        || !common::require_tool("meshd_relay_between_two_nebula_nodes", "ssh")
+        || !common::require_tool("meshd_relay_between_two_nebula_nodes", "ssh-keygen")
+    {
         return;
     }
     let dir = common::tempdir();
     make_certs(dir.path());
+    let (key, public, host_key) = ssh_keys(dir.path());
     let mut r = Peer::new(
         dir.path(),
         "r",
@@ -373,39 +419,55 @@ fn meshd_relay_between_two_nebula_nodes() {
         },
     );
     let r_addr = r.addr();
-    // B listens on 127.0.0.3, which A's remote_allow_list refuses: A can only reach B
-    // through R. A also lists B as a lighthouse, so it has a reason to talk to it.
+    // B listens on 127.0.0.3, which A's remote_allow_list refuses: A can reach B only
+    // through R.
     let b_addr = SocketAddr::from(([127, 0, 0, 3], free_port([127, 0, 0, 3])));
-    let dead = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
     let b_cfg = format!(
         "static_host_map:\n  \"{R_IP}\": [\"{r_addr}\"]\n\
          lighthouse:\n  interval: 2\n  hosts:\n    - \"{R_IP}\"\n{}\
-         relay:\n  relays:\n    - \"{R_IP}\"\n  use_relays: true\n",
+         relay:\n  relays:\n    - \"{R_IP}\"\n",
         no_local_addrs()
     );
     let nb = nebula(dir.path(), "b", b_addr, &b_cfg);
-    until(&mut [&mut r], 3, |p| {
-        p[0].node.lighthouse_entry(vpn(B_IP)).is_some()
-    });
     let a_addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
+    let ssh_port = free_port([127, 0, 0, 1]);
     let a_cfg = format!(
-        "static_host_map:\n  \"{R_IP}\": [\"{r_addr}\"]\n  \"{B_IP}\": [\"{dead}\"]\n\
-         lighthouse:\n  interval: 2\n  hosts:\n    - \"{R_IP}\"\n    - \"{B_IP}\"\n{}\
+        "static_host_map:\n  \"{R_IP}\": [\"{r_addr}\"]\n\
+         lighthouse:\n  interval: 2\n  hosts:\n    - \"{R_IP}\"\n{}\
          \x20 remote_allow_list:\n    \"127.0.0.3/32\": false\n\
-         relay:\n  use_relays: true\n",
-        no_local_addrs()
+         relay:\n  use_relays: true\n\
+         sshd:\n  enabled: true\n  listen: 127.0.0.1:{ssh_port}\n  host_key: {}\n  \
+         authorized_users:\n    - user: tester\n      keys:\n        - \"{public}\"\n",
+        no_local_addrs(),
+        host_key.display()
     );
     let na = nebula(dir.path(), "a", a_addr, &a_cfg);
-    let relayed = until(&mut [&mut r], 25, |p| {
+    let both = until(&mut [&mut r], 10, |p| {
+        p[0].node.lighthouse_entry(vpn(B_IP)).is_some()
+            && p[0].node.hostmap().host(vpn(A_IP)).is_some()
+    });
+    assert!(both, "both nebulas registered with meshd R");
+    // ssh is blocking: run it on a thread while R keeps serving.
+    let (k, port) = (key.clone(), ssh_port);
+    let ssh = std::thread::spawn(move || nebula_ssh(&k, port, "create-tunnel 10.98.0.3"));
+    let relayed = until(&mut [&mut r], 20, |p| {
         let legs: Vec<_> = p[0].node.relays().legs().copied().collect();
         legs.len() == 2
             && legs.iter().all(|l| l.state == RelayState::Established)
-            && p[0].relay_in >= 4
-            && p[0].relay_out >= 4
+            && p[0].relay_in >= 2
+            && p[0].relay_out >= 2
     });
+    let said = ssh.join().unwrap();
+    // Let the end-to-end handshake settle, then ask nebula A about its tunnel.
+    until(&mut [&mut r], 2, |_| false);
+    let k = key.clone();
+    let t = std::thread::spawn(move || nebula_ssh(&k, ssh_port, "print-tunnel 10.98.0.3"));
+    until(&mut [&mut r], 3, |_| false);
+    let tunnel = t.join().unwrap();
     assert!(
         relayed,
-        "meshd R relayed between the nebulas; legs {:?} in {} out {} drops {:?}\n--- a ---\n{}\n--- b ---\n{}",
+        "meshd R relayed between the nebulas; ssh said {said:?}; legs {:?} in {} out {} \
+         drops {:?}\n--- a ---\n{}\n--- b ---\n{}",
         r.node.relays().legs().collect::<Vec<_>>(),
         r.relay_in,
         r.relay_out,
@@ -413,18 +475,18 @@ fn meshd_relay_between_two_nebula_nodes() {
         na.log(),
         nb.log()
     );
-    // The end-to-end handshake completed on both nebulas through R.
-    let handshake_done = |log: &str| log.contains("Handshake message") && log.contains("relay");
-    assert!(handshake_done(&na.log()) || handshake_done(&nb.log()));
-    until(&mut [&mut r], 6, |_| false);
-    let (a_log, b_log) = (na.log(), nb.log());
+    // Nebula A completed the end-to-end handshake with B through R (stage 2 came relayed).
+    let a_log = na.log();
     assert!(
-        a_log.contains("10.98.0.3") && a_log.contains("Handshake message received"),
+        a_log
+            .lines()
+            .any(|l| l.contains("Handshake message received") && l.contains("stage:2")
+                && l.contains("10.98.0.3")),
         "{a_log}"
     );
-    assert!(b_log.contains("Handshake message sent") || b_log.contains("handshake"), "{b_log}");
-    // R holds no tunnel between them and never saw their traffic in the clear.
-    assert!(r.tun.is_empty());
+    assert!(tunnel.contains("10.98.0.3"), "print-tunnel: {tunnel}");
+    assert!(r.tun.is_empty(), "R only forwarded");
+    assert!(r.node.hostmap().host(vpn(A_IP)).is_some() && r.node.hostmap().host(vpn(B_IP)).is_some());
 }
 
 #[test]
