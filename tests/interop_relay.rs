@@ -197,7 +197,10 @@ impl Peer {
     }
 
     fn send(&mut self, to: SocketAddr, bytes: &[u8]) {
-        assert!(to.ip().is_loopback(), "only loopback is addressed, not {to}");
+        assert!(
+            to.ip().is_loopback(),
+            "only loopback is addressed, not {to}"
+        );
         if self.blocked.contains(&to) {
             return;
         }
@@ -353,7 +356,10 @@ fn nebula_relay_between_two_meshd_nodes() {
         (RelayState::Established, RelayRole::Terminal)
     );
     let log = r.log();
-    assert!(log.contains("CreateRelay"), "nebula R logged the relay setup");
+    assert!(
+        log.contains("CreateRelay"),
+        "nebula R logged the relay setup"
+    );
 }
 
 /// An ssh key pair for nebula's debug sshd (which is the only way to make a tun-less nebula
@@ -480,13 +486,28 @@ fn meshd_relay_between_two_nebula_nodes() {
     assert!(
         a_log
             .lines()
-            .any(|l| l.contains("Handshake message received") && l.contains("stage:2")
+            .any(|l| l.contains("Handshake message received")
+                && l.contains("stage:2")
                 && l.contains("10.98.0.3")),
         "{a_log}"
     );
-    assert!(tunnel.contains("10.98.0.3"), "print-tunnel: {tunnel}");
+    // print-tunnel: no direct address, reached through R.
+    assert!(
+        tunnel.contains("\"vpnIp\":\"10.98.0.3\""),
+        "print-tunnel: {tunnel}"
+    );
+    assert!(
+        tunnel.contains("\"currentRemote\":null"),
+        "print-tunnel: {tunnel}"
+    );
+    assert!(
+        tunnel.contains("\"currentRelaysToMe\":[\"10.98.0.1\"]"),
+        "print-tunnel: {tunnel}"
+    );
     assert!(r.tun.is_empty(), "R only forwarded");
-    assert!(r.node.hostmap().host(vpn(A_IP)).is_some() && r.node.hostmap().host(vpn(B_IP)).is_some());
+    assert!(
+        r.node.hostmap().host(vpn(A_IP)).is_some() && r.node.hostmap().host(vpn(B_IP)).is_some()
+    );
 }
 
 #[test]

@@ -75,7 +75,11 @@ fn relay_packets(sim: &Sim, from_relay: bool, j: usize) -> Vec<Vec<u8>> {
     sim.delivered
         .iter()
         .filter(|(f, t, b)| {
-            let hop_ok = if from_relay { *f == r && *t == to } else { *t == r };
+            let hop_ok = if from_relay {
+                *f == r && *t == to
+            } else {
+                *t == r
+            };
             hop_ok && is_relay_packet(b)
         })
         .map(|(_, _, b)| b.clone())
@@ -92,8 +96,14 @@ fn symmetric_nats_talk_through_the_relay_which_cannot_read() {
     for seed in [1, 2, 3] {
         let nat = Some(NatKind::Symmetric);
         let mut sim = network(seed, &[(nat, true), (nat, true)]);
-        assert!(sim.ping_ok(1, 2, 1, 15 * S), "seed {seed}: no reply via relay");
-        assert!(relayed_via(&sim, 1, 2) && relayed_via(&sim, 2, 1), "seed {seed}");
+        assert!(
+            sim.ping_ok(1, 2, 1, 15 * S),
+            "seed {seed}: no reply via relay"
+        );
+        assert!(
+            relayed_via(&sim, 1, 2) && relayed_via(&sim, 2, 1),
+            "seed {seed}"
+        );
         assert!(sim.tunnel_consistent(1, 2));
         // The data path goes through R: relay packets reached B from R.
         let forwarded = relay_packets(&sim, true, 2);
@@ -107,15 +117,24 @@ fn symmetric_nats_talk_through_the_relay_which_cannot_read() {
             .collect();
         assert!(!inner_data.is_empty(), "seed {seed}: data went through R");
         for (_, _, b) in &sim.delivered {
-            assert!(!b.windows(8).any(|w| w == b"sim ping"), "plaintext on the wire");
+            assert!(
+                !b.windows(8).any(|w| w == b"sim ping"),
+                "plaintext on the wire"
+            );
         }
-        assert_eq!(sim.nodes[0].tun_packets, 0, "R decrypted nothing to its TUN");
+        assert_eq!(
+            sim.nodes[0].tun_packets, 0,
+            "R decrypted nothing to its TUN"
+        );
         assert!(sim.host(0, 1).is_some() && sim.host(0, 2).is_some());
         // Both legs at R established; replies flow back too.
         let legs: Vec<_> = sim.nodes[0].node.relays().legs().copied().collect();
         assert_eq!(legs.len(), 2, "{legs:?}");
         assert!(legs.iter().all(|l| l.state == RelayState::Established));
-        assert!(sim.ping_ok(2, 1, 2, 5 * S), "seed {seed}: reverse direction");
+        assert!(
+            sim.ping_ok(2, 1, 2, 5 * S),
+            "seed {seed}: reverse direction"
+        );
     }
 }
 
@@ -166,7 +185,10 @@ fn relay_restart_tears_down_and_comes_back() {
     });
     assert!(torn_down, "the relayed tunnel went with the relay");
     let ok = (2..=4).any(|seq| sim.ping_ok(1, 2, seq, 15 * S));
-    assert!(ok, "the relayed tunnel comes back through the restarted relay");
+    assert!(
+        ok,
+        "the relayed tunnel comes back through the restarted relay"
+    );
     assert!(relayed_via(&sim, 1, 2));
 }
 
@@ -196,8 +218,16 @@ fn direct_path_that_starts_working_takes_over_without_flapping() {
         }
     }
     sim.run_for(2 * S);
-    assert_eq!(sim.host(1, 2).and_then(|h| h.remote), Some(b), "A went direct");
-    assert_eq!(sim.host(2, 1).and_then(|h| h.remote), Some(a), "B went direct");
+    assert_eq!(
+        sim.host(1, 2).and_then(|h| h.remote),
+        Some(b),
+        "A went direct"
+    );
+    assert_eq!(
+        sim.host(2, 1).and_then(|h| h.remote),
+        Some(a),
+        "B went direct"
+    );
     let via_relay = relay_packets(&sim, true, 2).len() + relay_packets(&sim, true, 1).len();
     for seq in 1100..1400u16 {
         sim.ping(1, 2, seq);
@@ -215,7 +245,10 @@ fn direct_path_that_starts_working_takes_over_without_flapping() {
     assert_eq!(roams, 1, "one move off the relay, no flapping");
     assert_eq!(sim.host(1, 2).and_then(|h| h.remote), Some(b));
     let via_relay_after = relay_packets(&sim, true, 2).len() + relay_packets(&sim, true, 1).len();
-    assert_eq!(via_relay_after, via_relay, "no traffic through the relay any more");
+    assert_eq!(
+        via_relay_after, via_relay,
+        "no traffic through the relay any more"
+    );
 }
 
 #[test]
@@ -225,8 +258,14 @@ fn use_relays_false_stays_unreachable() {
     assert!(!sim.ping_ok(1, 2, 1, 15 * S));
     assert!(!sim.ping_ok(2, 1, 2, 15 * S));
     assert!(sim.host(1, 2).is_none() && sim.host(2, 1).is_none());
-    assert!(sim.nodes[1].node.relays().is_empty(), "A asked for no relay");
-    assert!(sim.nodes[2].node.relays().is_empty(), "B asked for no relay");
+    assert!(
+        sim.nodes[1].node.relays().is_empty(),
+        "A asked for no relay"
+    );
+    assert!(
+        sim.nodes[2].node.relays().is_empty(),
+        "B asked for no relay"
+    );
     assert!(sim.nodes[0].node.relays().is_empty(), "R set up nothing");
     assert!(relay_packets(&sim, false, 0).is_empty());
 }
@@ -256,9 +295,15 @@ fn relay_ignores_its_own_relay_list_and_never_uses_relays() {
     sim.run_for(S);
     assert!(sim.nodes[0].node.config().advertise_relays.is_empty());
     assert!(sim.nodes[1].node.config().advertise_relays.is_empty());
-    let (_, relays) = sim.nodes[0].node.lighthouse_entry(vpn(3)).expect("registered");
+    let (_, relays) = sim.nodes[0]
+        .node
+        .lighthouse_entry(vpn(3))
+        .expect("registered");
     assert_eq!(relays, vec![vpn(1)], "clients advertise their relay");
-    assert!(!sim.ping_ok(1, 2, 1, 15 * S), "an am_relay node never uses relays");
+    assert!(
+        !sim.ping_ok(1, 2, 1, 15 * S),
+        "an am_relay node never uses relays"
+    );
     assert!(sim.nodes[1].node.relays().is_empty());
 }
 

@@ -48,7 +48,14 @@ fn make(ca_key: &CaSigningKey, n: u8, config: NodeConfig, now: Instant) -> Node 
     pool.add_ca(ca, EPOCH_S as i64).expect("ca");
     let identity = identity_from_cert(&cert, &key).expect("identity");
     let verifier = Box::new(CaPoolVerifier { pool });
-    Node::new(config, identity, verifier, u64::from(n), now, EPOCH_S * 1_000_000_000)
+    Node::new(
+        config,
+        identity,
+        verifier,
+        u64::from(n),
+        now,
+        EPOCH_S * 1_000_000_000,
+    )
 }
 
 /// Delivers all pending transmits among the nodes (node i sits at 192.0.2.(i+1)).
@@ -73,7 +80,14 @@ fn exchange(now: Instant, nodes: &mut [Node]) {
 }
 
 /// Seals `payload` from node 0 to the relay on their tunnel with a counter of our choosing.
-fn seal_from_a(a: &Node, t: MessageType, st: Subtype, idx: Option<u32>, ctr: u64, payload: &[u8]) -> Option<Vec<u8>> {
+fn seal_from_a(
+    a: &Node,
+    t: MessageType,
+    st: Subtype,
+    idx: Option<u32>,
+    ctr: u64,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
     let host = a.hostmap().host(vpn(2))?;
     let index = meshd::wire::RemoteIndex(idx.unwrap_or(host.remote_index.0));
     let mut buf = vec![0u8; payload.len() + 32];
@@ -82,7 +96,9 @@ fn seal_from_a(a: &Node, t: MessageType, st: Subtype, idx: Option<u32>, ctr: u64
     let len = if st == Subtype::MESSAGE_RELAY && t == MessageType::Message {
         host.session.seal_relay(ctr, &mut buf, payload.len()).ok()?
     } else {
-        host.session.seal_in_place(ctr, &mut buf, payload.len()).ok()?
+        host.session
+            .seal_in_place(ctr, &mut buf, payload.len())
+            .ok()?
     };
     buf.truncate(len);
     Some(buf)
@@ -108,7 +124,13 @@ fuzz_target!(|data: &[u8]| {
     ];
     let mut out = [0u8; 256];
     for i in [0usize, 2] {
-        let p = ipv4::echo_request(Ipv4Addr::new(10, 0, 0, i as u8 + 1), Ipv4Addr::new(10, 0, 0, 2), 1, 1, b"x");
+        let p = ipv4::echo_request(
+            Ipv4Addr::new(10, 0, 0, i as u8 + 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1,
+            1,
+            b"x",
+        );
         nodes[i].handle_tun_packet(start, &p, &mut out);
         exchange(start, &mut nodes);
     }
@@ -122,9 +144,20 @@ fuzz_target!(|data: &[u8]| {
         ctr += 1 + u64::from(op & 3);
         let legs: Vec<u32> = nodes[1].relays().legs().map(|l| l.local_index.0).collect();
         let dgram = match op % 3 {
-            0 => seal_from_a(&nodes[0], MessageType::Control, Subtype::NONE, None, ctr, chunk),
+            0 => seal_from_a(
+                &nodes[0],
+                MessageType::Control,
+                Subtype::NONE,
+                None,
+                ctr,
+                chunk,
+            ),
             1 => {
-                let word = |k: usize| chunk.get(k..k + 4).map_or(0, |w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+                let word = |k: usize| {
+                    chunk
+                        .get(k..k + 4)
+                        .map_or(0, |w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+                };
                 let pick = |k: usize| chunk.get(k).map_or(vpn(3).0, |b| vpn(b % 5).0);
                 let m = NebulaControl {
                     r#type: if chunk.first().is_some_and(|b| b & 1 == 1) {
@@ -132,16 +165,33 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         ControlType::CreateRelayRequest as i32
                     },
-                    initiator_relay_index: legs.get(usize::from(chunk.get(1).copied().unwrap_or(0))).copied().unwrap_or(word(2)),
+                    initiator_relay_index: legs
+                        .get(usize::from(chunk.get(1).copied().unwrap_or(0)))
+                        .copied()
+                        .unwrap_or(word(2)),
                     responder_relay_index: word(6),
                     relay_to_ip: pick(10),
                     relay_from_ip: pick(11),
                 };
-                seal_from_a(&nodes[0], MessageType::Control, Subtype::NONE, None, ctr, &m.encode_to_vec())
+                seal_from_a(
+                    &nodes[0],
+                    MessageType::Control,
+                    Subtype::NONE,
+                    None,
+                    ctr,
+                    &m.encode_to_vec(),
+                )
             }
             _ => {
                 let idx = legs.get(usize::from(*len) % (legs.len() + 1)).copied();
-                seal_from_a(&nodes[0], MessageType::Message, Subtype::MESSAGE_RELAY, idx, ctr, chunk)
+                seal_from_a(
+                    &nodes[0],
+                    MessageType::Message,
+                    Subtype::MESSAGE_RELAY,
+                    idx,
+                    ctr,
+                    chunk,
+                )
             }
         };
         if let Some(mut d) = dgram {

@@ -191,7 +191,11 @@ impl Node {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(SocketAddr, usize), DropReason> {
-        let remote = self.hostmap.host(vpn_ip).ok_or(DropReason::NoRemote)?.remote;
+        let remote = self
+            .hostmap
+            .host(vpn_ip)
+            .ok_or(DropReason::NoRemote)?
+            .remote;
         match remote {
             Some(to) => Ok((to, self.seal_direct(now, vpn_ip, t, st, payload, out)?)),
             None => self.seal_relayed(now, vpn_ip, t, st, payload, out),
@@ -240,7 +244,12 @@ impl Node {
         }
     }
 
-    pub(super) fn datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+    pub(super) fn datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         let header = match Header::parse(buf) {
             Ok(h) => h,
             Err(HeaderError::TooShort(_)) => {

@@ -28,6 +28,7 @@ pub mod ipv4;
 mod lighthouse;
 mod punchy;
 mod relay;
+mod relay_table;
 mod remotes;
 mod types;
 
@@ -46,7 +47,7 @@ use crate::crypto::{Cipher, StaticSecret};
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
-pub use relay::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
+pub use relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
 pub use remotes::RemoteList;
 pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
@@ -332,7 +333,7 @@ pub struct Node {
     /// Lighthouse server/client state and punch schedule.
     lh: lighthouse::LighthouseState,
     /// Relay legs (separate index space from tunnels).
-    relays: relay::RelayTable,
+    relays: relay_table::RelayTable,
     /// Set while an inner packet that arrived through a relay is processed.
     relay_ctx: Option<relay::RelayCtx>,
 }
@@ -374,7 +375,7 @@ impl Node {
             tun: VecDeque::new(),
             events: VecDeque::new(),
             drops: DropCounters::default(),
-            relays: relay::RelayTable::default(),
+            relays: relay_table::RelayTable::default(),
             relay_ctx: None,
         }
     }

@@ -3,12 +3,11 @@
 //! packet framing, forwarding as a relay, sending through a relay, and dropping relay state
 //! with the tunnels it rides on.
 //!
-//! A relay *leg* rides on one established tunnel (its `hop`) and reaches one far host (`peer`).
+//! A relay *leg* (table in `relay_table`) rides on one established tunnel (its `hop`) and reaches one far host (`peer`).
 //! A → R → B has legs (R, B) at A, (A, B) and (B, A) at R, (R, A) at B. Leg indexes live in
 //! their own table, separate from tunnel indexes. Everything peer-growable is bounded per hop
 //! and in total. No sockets, clocks or randomness of its own: it works on [`Node`] state.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -19,128 +18,9 @@ use crate::wire::{
     ControlType, Header, MessageType, NebulaControl, RemoteIndex, Subtype, HEADER_LEN,
 };
 
+use super::relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable};
 use super::types::{DropReason, VpnIp};
 use super::{CloseReason, DatagramOutcome, Event, Node, OVERHEAD};
-
-/// Legs one hop tunnel may carry (1.6.1 has no bound; one per far host in practice).
-pub const MAX_LEGS_PER_HOP: usize = 64;
-
-/// Our index for a relay leg (the outer remote index the next hop puts on packets for us).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RelayIndex(pub u32);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelayState {
-    Requested,
-    Established,
-}
-
-/// Terminal: we are an end of the relayed tunnel. Forwarding: we are the relay in the middle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelayRole {
-    Terminal,
-    Forwarding,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RelayLeg {
-    pub local_index: RelayIndex,
-    /// The hop's index for this leg, once known.
-    pub remote_index: Option<RemoteIndex>,
-    /// The tunnel the leg rides on.
-    pub hop: VpnIp,
-    /// The host at the far end.
-    pub peer: VpnIp,
-    pub state: RelayState,
-    pub role: RelayRole,
-}
-
-/// All relay legs, by our index and by (hop, peer).
-#[derive(Default, Debug)]
-pub struct RelayTable {
-    legs: HashMap<RelayIndex, RelayLeg>,
-    by_route: BTreeMap<(VpnIp, VpnIp), RelayIndex>,
-    per_hop: HashMap<VpnIp, usize>,
-}
-
-impl RelayTable {
-    pub fn leg(&self, idx: RelayIndex) -> Option<&RelayLeg> {
-        self.legs.get(&idx)
-    }
-
-    pub fn find(&self, hop: VpnIp, peer: VpnIp) -> Option<&RelayLeg> {
-        self.by_route.get(&(hop, peer)).and_then(|i| self.legs.get(i))
-    }
-
-    pub fn len(&self) -> usize {
-        self.legs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.legs.is_empty()
-    }
-
-    pub fn legs(&self) -> impl Iterator<Item = &RelayLeg> {
-        self.legs.values()
-    }
-
-    fn free(&self, idx: RelayIndex) -> bool {
-        idx.0 != 0 && !self.legs.contains_key(&idx)
-    }
-
-    /// Adds a leg, replacing any leg on the same (hop, peer).
-    fn insert(&mut self, leg: RelayLeg, max_total: usize) -> Result<(), DropReason> {
-        self.remove_route(leg.hop, leg.peer);
-        let on_hop = self.per_hop.get(&leg.hop).copied().unwrap_or(0);
-        if on_hop >= MAX_LEGS_PER_HOP || self.legs.len() >= max_total {
-            return Err(DropReason::RelayTableFull);
-        }
-        *self.per_hop.entry(leg.hop).or_default() += 1;
-        self.by_route.insert((leg.hop, leg.peer), leg.local_index);
-        self.legs.insert(leg.local_index, leg);
-        Ok(())
-    }
-
-    fn update(&mut self, idx: RelayIndex, f: impl FnOnce(&mut RelayLeg)) -> Option<RelayLeg> {
-        let leg = self.legs.get_mut(&idx)?;
-        f(leg);
-        Some(*leg)
-    }
-
-    fn remove_route(&mut self, hop: VpnIp, peer: VpnIp) -> Option<RelayLeg> {
-        let idx = self.by_route.remove(&(hop, peer))?;
-        let leg = self.legs.remove(&idx)?;
-        if let Some(n) = self.per_hop.get_mut(&hop) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_hop.remove(&hop);
-            }
-        }
-        Some(leg)
-    }
-
-    /// Removes every leg riding on `hop`, and every leg we forward toward it. Our own
-    /// (terminal) legs reaching it stay: they are paths, not tunnels, and a new handshake
-    /// with that host reuses them.
-    fn remove_host(&mut self, hop: VpnIp) -> Vec<RelayLeg> {
-        let routes: Vec<(VpnIp, VpnIp)> = self
-            .by_route
-            .iter()
-            .filter(|((h, p), i)| {
-                let forwarding = self
-                    .legs
-                    .get(i)
-                    .is_some_and(|l| l.role == RelayRole::Forwarding);
-                *h == hop || (*p == hop && forwarding)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        routes
-            .into_iter()
-            .filter_map(|(h, p)| self.remove_route(h, p))
-            .collect()
-    }
-}
 
 /// The relay leg an inner packet arrived on, while it is being processed.
 #[derive(Clone, Copy, Debug)]
@@ -208,7 +88,12 @@ impl Node {
     }
 
     /// Authenticates a relay datagram on the hop tunnel; returns the inner length.
-    fn open_relay_leg(&mut self, hop: VpnIp, counter: u64, buf: &[u8]) -> Result<usize, DropReason> {
+    fn open_relay_leg(
+        &mut self,
+        hop: VpnIp,
+        counter: u64,
+        buf: &[u8],
+    ) -> Result<usize, DropReason> {
         let host = self
             .hostmap
             .host_mut(hop)
@@ -304,7 +189,12 @@ impl Node {
             .checked_add(1)
             .ok_or(DropReason::CounterExhausted)?;
         host.counter = counter;
-        let h = Header::new(MessageType::Message, Subtype::MESSAGE_RELAY, remote_index, counter);
+        let h = Header::new(
+            MessageType::Message,
+            Subtype::MESSAGE_RELAY,
+            remote_index,
+            counter,
+        );
         h.write_to(buf);
         let len = host
             .session
@@ -677,55 +567,5 @@ impl Node {
 
     fn relay_route_gone(&self, peer: VpnIp) -> bool {
         self.relay_route(peer).is_none()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn leg(i: u32, hop: u32, peer: u32) -> RelayLeg {
-        RelayLeg {
-            local_index: RelayIndex(i),
-            remote_index: None,
-            hop: VpnIp(hop),
-            peer: VpnIp(peer),
-            state: RelayState::Requested,
-            role: RelayRole::Terminal,
-        }
-    }
-
-    #[test]
-    fn route_replacement_and_per_hop_bound() {
-        let mut t = RelayTable::default();
-        t.insert(leg(1, 10, 20), 1000).unwrap();
-        t.insert(leg(2, 10, 20), 1000).unwrap();
-        assert_eq!(t.len(), 1);
-        assert!(t.leg(RelayIndex(1)).is_none());
-        assert_eq!(t.find(VpnIp(10), VpnIp(20)).unwrap().local_index, RelayIndex(2));
-        for p in 0..MAX_LEGS_PER_HOP as u32 {
-            let _ = t.insert(leg(100 + p, 11, 1000 + p), 1000);
-        }
-        assert_eq!(
-            t.insert(leg(5000, 11, 99_999), 1000),
-            Err(DropReason::RelayTableFull)
-        );
-        assert_eq!(t.insert(leg(6000, 12, 1), 1 + MAX_LEGS_PER_HOP), Err(DropReason::RelayTableFull));
-    }
-
-    #[test]
-    fn removing_a_host_drops_legs_on_and_to_it() {
-        let mut t = RelayTable::default();
-        t.insert(leg(1, 10, 20), 100).unwrap();
-        t.insert(leg(2, 20, 10), 100).unwrap();
-        t.insert(leg(3, 30, 40), 100).unwrap();
-        t.insert(RelayLeg { role: RelayRole::Forwarding, ..leg(4, 50, 20) }, 100).unwrap();
-        t.insert(leg(5, 60, 20), 100).unwrap();
-        let gone = t.remove_host(VpnIp(20));
-        assert_eq!(gone.len(), 2, "the leg on 20 and the leg forwarded toward 20");
-        assert_eq!(t.len(), 3);
-        assert!(t.find(VpnIp(60), VpnIp(20)).is_some(), "terminal path to 20 kept");
-        assert!(t.find(VpnIp(30), VpnIp(40)).is_some());
-        assert!(t.free(RelayIndex(2)) && !t.free(RelayIndex(3)) && !t.free(RelayIndex(0)));
     }
 }
