@@ -324,3 +324,19 @@ fn relay_state_stays_bounded_across_restarts() {
     assert!(legs <= 2, "{legs} legs at R for one pair");
     assert!(sim.nodes[2].node.relays().len() <= 1);
 }
+
+#[test]
+fn shutdown_closes_relayed_tunnels_before_the_relay() {
+    let nat = Some(NatKind::Symmetric);
+    let mut sim = network(11, &[(nat, true), (nat, true)]);
+    assert!(sim.ping_ok(1, 2, 1, 15 * S));
+    let now = sim.now;
+    sim.nodes[1].node.close_all(now);
+    sim.flush(1);
+    sim.run_for(S);
+    let closed = sim.nodes[2].events.iter().any(|e| {
+        matches!(e, Event::TunnelClosed { vpn_ip, reason: CloseReason::PeerClosed } if *vpn_ip == vpn(2))
+    });
+    assert!(closed, "B got A's closeTunnel through the relay");
+    assert!(sim.host(0, 1).is_none(), "R's tunnel to A closed too");
+}

@@ -24,7 +24,8 @@ const MAX_RECV_ERRORS: u8 = 3;
 
 impl Node {
     /// An IP packet read from TUN. On `Send`, `out[..len]` is the datagram; `out` needs
-    /// `packet.len() + OVERHEAD` bytes.
+    /// `packet.len() + OVERHEAD` bytes (`2 * OVERHEAD` for peers reached through a relay;
+    /// with less room such packets go to `poll_transmit` and the outcome is `Handled`).
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> TunOutcome {
         let r = self.tun_packet(now, packet, out);
         if let TunOutcome::Dropped(reason) = r {

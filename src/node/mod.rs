@@ -504,9 +504,12 @@ impl Node {
         self.remotes.get(&vpn_ip)
     }
 
-    /// Sends closeTunnel to every peer and forgets all tunnels (shutdown).
+    /// Sends closeTunnel to every peer and forgets all tunnels (shutdown). Tunnels that carry
+    /// relay legs go last, so closeTunnels of relayed tunnels can still get through.
     pub fn close_all(&mut self, now: Instant) {
-        for ip in self.hostmap.host_ips() {
+        let mut ips = self.hostmap.host_ips();
+        ips.sort_by_key(|ip| self.relays.carries(*ip));
+        for ip in ips {
             self.close_tunnel(now, ip);
         }
     }

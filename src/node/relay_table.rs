@@ -59,6 +59,11 @@ impl RelayTable {
             .and_then(|i| self.legs.get(i))
     }
 
+    /// Does any leg ride on the tunnel to `hop`?
+    pub fn carries(&self, hop: VpnIp) -> bool {
+        self.per_hop.contains_key(&hop)
+    }
+
     pub fn len(&self) -> usize {
         self.legs.len()
     }

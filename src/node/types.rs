@@ -94,8 +94,6 @@ drop_reasons!(
     IndexExhausted,
     HostMapFull,
     PendingFull,
-    RelayUnsupported,
-    ControlUnsupported,
     // relays: unknown leg index, leg not (yet) established, relay packet inside a relay
     // packet, table bound hit, request at a non-relay, relay has no direct tunnel to the
     // target, undecodable NebulaControl, inner handshake from a host other than the leg's.
