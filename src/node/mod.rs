@@ -164,7 +164,7 @@ impl Default for NodeConfig {
             advertise_relays: Vec::new(),
             am_relay: false,
             use_relays: true,
-            max_relay_legs: 8_192,
+            max_relay_legs: 65_536,
             listen_port: 4242,
             serve_dns: false,
         }
@@ -590,7 +590,10 @@ impl Node {
                 // A replaced tunnel means the peer restarted or re-keyed: its legs are stale.
                 self.relay_tunnel_gone(vpn_ip);
             }
-            Event::HandshakeTimedOut { vpn_ip, .. } => self.lighthouse_unreachable(vpn_ip),
+            Event::HandshakeTimedOut { vpn_ip, .. } => {
+                self.lighthouse_unreachable(vpn_ip);
+                self.relays.remove_requested_to(vpn_ip);
+            }
             _ => {}
         }
         if self.events.len() < self.config.max_queued_outputs {

@@ -7,8 +7,9 @@ use crate::wire::RemoteIndex;
 
 use super::types::{DropReason, VpnIp};
 
-/// Legs one hop tunnel may carry (1.6.1 has no bound; one per far host in practice).
-pub const MAX_LEGS_PER_HOP: usize = 64;
+/// Legs one hop tunnel may carry (1.6.1 has no bound). One per far host reached through that
+/// hop, so this caps how many peers one host can reach through one relay.
+pub const MAX_LEGS_PER_HOP: usize = 1024;
 
 /// Our index for a relay leg (the outer remote index the next hop puts on packets for us).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +116,21 @@ impl RelayTable {
         Some(leg)
     }
 
+    /// Removes our own legs toward `peer` that never got established (its handshake gave up).
+    pub(super) fn remove_requested_to(&mut self, peer: VpnIp) {
+        let routes: Vec<(VpnIp, VpnIp)> = self
+            .legs
+            .values()
+            .filter(|l| {
+                l.peer == peer && l.role == RelayRole::Terminal && l.state == RelayState::Requested
+            })
+            .map(|l| (l.hop, l.peer))
+            .collect();
+        for (h, p) in routes {
+            self.remove_route(h, p);
+        }
+    }
+
     /// Removes every leg riding on `hop`, and every leg we forward toward it. Our own
     /// (terminal) legs reaching it stay: they are paths, not tunnels, and a new handshake
     /// with that host reuses them.
@@ -165,16 +181,31 @@ mod tests {
             RelayIndex(2)
         );
         for p in 0..MAX_LEGS_PER_HOP as u32 {
-            let _ = t.insert(leg(100 + p, 11, 1000 + p), 1000);
+            t.insert(leg(100_000 + p, 11, 1000 + p), 1 << 20).unwrap();
         }
         assert_eq!(
-            t.insert(leg(5000, 11, 99_999), 1000),
-            Err(DropReason::RelayTableFull)
+            t.insert(leg(5000, 11, 99_999), 1 << 20),
+            Err(DropReason::RelayTableFull),
+            "per hop"
         );
+        let total = t.len();
         assert_eq!(
-            t.insert(leg(6000, 12, 1), 1 + MAX_LEGS_PER_HOP),
-            Err(DropReason::RelayTableFull)
+            t.insert(leg(6000, 12, 1), total),
+            Err(DropReason::RelayTableFull),
+            "in total"
         );
+        assert!(t.carries(VpnIp(11)) && !t.carries(VpnIp(12)));
+    }
+
+    #[test]
+    fn requested_legs_go_when_the_handshake_gives_up() {
+        let mut t = RelayTable::default();
+        t.insert(leg(1, 10, 20), 100).unwrap();
+        t.insert(leg(2, 11, 20), 100).unwrap();
+        t.update(RelayIndex(2), |l| l.state = RelayState::Established);
+        t.remove_requested_to(VpnIp(20));
+        assert!(t.leg(RelayIndex(1)).is_none());
+        assert!(t.leg(RelayIndex(2)).is_some(), "established legs stay");
     }
 
     #[test]
