@@ -340,3 +340,25 @@ fn shutdown_closes_relayed_tunnels_before_the_relay() {
     assert!(closed, "B got A's closeTunnel through the relay");
     assert!(sim.host(0, 1).is_none(), "R's tunnel to A closed too");
 }
+
+#[test]
+fn direct_and_relay_race_first_stage2_wins() {
+    for seed in [12, 13] {
+        let mut sim = network(seed, &[(None, true), (None, true)]);
+        assert!(sim.ping_ok(1, 2, 1, 10 * S), "seed {seed}");
+        // The direct stage 2 arrives first; relay work in parallel changes nothing.
+        assert_eq!(
+            sim.host(1, 2).and_then(|h| h.remote),
+            Some(sim.nodes[2].addr),
+            "seed {seed}"
+        );
+        assert!(sim.tunnel_consistent(1, 2));
+        sim.run_for(3 * S);
+        assert!(sim.ping_ok(1, 2, 2, 2 * S));
+        let data_via_r = relay_packets(&sim, true, 2)
+            .iter()
+            .filter(|b| header(&b[16..]).is_some_and(|h| h.message_type == MessageType::Message))
+            .count();
+        assert_eq!(data_via_r, 0, "seed {seed}: no data through R");
+    }
+}
