@@ -6,7 +6,9 @@
 pub mod batch;
 pub mod logging;
 pub mod notify;
+pub mod run;
 pub mod routes;
+pub mod setup;
 pub mod signals;
 pub mod tun;
 pub mod udp;
