@@ -88,11 +88,23 @@ impl Pair {
     }
 
     fn start_a(&self, which: Impl, log: &str) -> NsProcess {
-        start(which, &self.a, &self.cfg_a, &self.dev_a, &self.dir.path().join(log))
+        start(
+            which,
+            &self.a,
+            &self.cfg_a,
+            &self.dev_a,
+            &self.dir.path().join(log),
+        )
     }
 
     fn start_b(&self, which: Impl, log: &str) -> NsProcess {
-        start(which, &self.b, &self.cfg_b, &self.dev_b, &self.dir.path().join(log))
+        start(
+            which,
+            &self.b,
+            &self.cfg_b,
+            &self.dev_b,
+            &self.dir.path().join(log),
+        )
     }
 }
 
@@ -183,10 +195,18 @@ fn exercise(pair: &Pair, na: &NsProcess, nb: &NsProcess) {
     let data = payload(7);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let started = Instant::now();
-    assert_eq!(transfer(&pair.a, &pair.b, VPN_B, &data), want, "a->b content");
+    assert_eq!(
+        transfer(&pair.a, &pair.b, VPN_B, &data),
+        want,
+        "a->b content"
+    );
     let data = payload(11);
     let want: [u8; 32] = Sha256::digest(&data).into();
-    assert_eq!(transfer(&pair.b, &pair.a, VPN_A, &data), want, "b->a content");
+    assert_eq!(
+        transfer(&pair.b, &pair.a, VPN_A, &data),
+        want,
+        "b->a content"
+    );
     eprintln!("32 MB through the tunnel in {:?}", started.elapsed());
 }
 
@@ -278,7 +298,10 @@ fn killed_side_restarts_and_tunnel_returns() {
             na.log(),
             nb.log()
         );
-        eprintln!("tunnel back {:?} after restarting {victim}", started.elapsed());
+        eprintln!(
+            "tunnel back {:?} after restarting {victim}",
+            started.elapsed()
+        );
     }
 }
 

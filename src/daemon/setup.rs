@@ -303,7 +303,9 @@ mod tests {
         let statics = &plan.node.static_host_map[&VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))];
         assert!(statics.contains(&"192.0.2.1:4242".parse().unwrap()));
         assert!(
-            statics.iter().any(|a| a.port() == 4243 && a.ip().is_loopback()),
+            statics
+                .iter()
+                .any(|a| a.port() == 4243 && a.ip().is_loopback()),
             "{statics:?}"
         );
         let tun = plan.tun.as_ref().unwrap();
