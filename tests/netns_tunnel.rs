@@ -341,3 +341,40 @@ fn sigterm_closes_tunnels_and_exits_cleanly() {
     });
     assert!(closed, "nebula did not log the close:\n{}", nb.log());
 }
+
+/// `tun.disabled`: no device, yet meshd answers pings to its VPN IP through the tunnel.
+#[test]
+fn tun_disabled_node_answers_echo() {
+    if !ready("tun_disabled_node_answers_echo") {
+        return;
+    }
+    let pair = Pair::new("aes");
+    let yaml = std::fs::read_to_string(&pair.cfg_a).unwrap();
+    let disabled = yaml.replace("tun:\n  disabled: false", "tun:\n  disabled: true");
+    assert_ne!(yaml, disabled, "config layout changed");
+    std::fs::write(&pair.cfg_a, disabled).unwrap();
+    let bin = common::meshd_bin().to_string_lossy().into_owned();
+    let mut na = pair.a.spawn(
+        &[&bin, "-config", pair.cfg_a.to_str().unwrap()],
+        &pair.dir.path().join("a.log"),
+    );
+    let started = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        na.log().contains("meshd started")
+    });
+    assert!(
+        started && na.is_running(),
+        "meshd did not start:\n{}",
+        na.log()
+    );
+    assert!(
+        !pair.a.has_link(&pair.dev_a),
+        "a device despite tun.disabled"
+    );
+    let nb = pair.start_b(Impl::Nebula, "b.log");
+    assert!(
+        ping_eventually(&pair.b, VPN_A, 10),
+        "no echo from the tun-less meshd\n{}\n{}",
+        na.log(),
+        nb.log()
+    );
+}
