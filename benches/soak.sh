@@ -14,10 +14,12 @@ usage: $0 --meshd PATH [--nebula PATH] [--duration SECONDS] [--busy S] [--idle S
   --duration S  total soak time (default 600)
   --busy S      seconds of traffic per cycle (default 20)
   --idle S      seconds of silence per cycle (default 20)
+  --conntrack S firewall.conntrack tcp/udp/default timeouts on both nodes (default: Nebula's,
+                12m/3m/10m, so flows of a short soak never expire and conntrack grows by design)
 EOF
 }
 
-MESHD="" NEBULA="$(command -v nebula || true)" DURATION=600 BUSY=20 IDLE=20 CIPHER=aes
+MESHD="" NEBULA="$(command -v nebula || true)" DURATION=600 BUSY=20 IDLE=20 CIPHER=aes CONNTRACK=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --meshd) MESHD="$2"; shift 2 ;;
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --busy) BUSY="$2"; shift 2 ;;
     --idle) IDLE="$2"; shift 2 ;;
     --cipher) CIPHER="$2"; shift 2 ;;
+    --conntrack) CONNTRACK="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -87,6 +90,9 @@ firewall:
   outbound: [{port: any, proto: any, host: any}]
   inbound: [{port: any, proto: any, host: any}]
 EOF
+  [ -z "$CONNTRACK" ] || cat >>"$WORK/$1.yml" <<EOF
+  conntrack: {tcp_timeout: ${CONNTRACK}s, udp_timeout: ${CONNTRACK}s, default_timeout: ${CONNTRACK}s}
+EOF
 }
 
 ip netns add "$NS_A"; ip netns add "$NS_B"
@@ -107,14 +113,18 @@ ip netns exec "$NS_B" iperf3 -s -B "$VPN_B" >"$WORK/iperf-server.log" 2>&1 & SPI
 wait_until 5 sh -c "ip netns exec $NS_B ss -tln | grep -q '$VPN_B:5201'" || die "iperf3 server did not start"
 
 rss() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$MPID/status"; }
+# Virtual size of heap + stacks: a leak must grow it; RSS alone also grows while the batch buffers
+# (allocated once, zero pages until used) get touched slot by slot under load, up to their size.
+vmdata() { awk '$1 == "VmData:" { print $2 }' "/proc/$MPID/status"; }
 fds() { ls "/proc/$MPID/fd" | wc -l; }
 
-echo "soak: meshd <-> nebula, ${DURATION}s, cycles of ${BUSY}s busy + ${IDLE}s idle, cipher $CIPHER (tag $TAG)"
-# One busy phase first, so the baseline includes every buffer the data path allocates once.
+echo "soak: meshd <-> nebula, ${DURATION}s, cycles of ${BUSY}s busy + ${IDLE}s idle, cipher $CIPHER, conntrack timeouts ${CONNTRACK:-default} (tag $TAG)"
+# One busy phase each way first, so the baseline includes every buffer the data path allocates once.
 ip netns exec "$NS_A" iperf3 -c "$VPN_B" -t 2 >/dev/null
-RSS0="$(rss)" FD0="$(fds)"
-printf '%6s %10s %5s %s\n' elapsed rss_kB fds phase
-printf '%6s %10s %5s %s\n' 0 "$RSS0" "$FD0" start
+ip netns exec "$NS_A" iperf3 -c "$VPN_B" -t 2 -R >/dev/null
+RSS0="$(rss)" FD0="$(fds)" DATA0="$(vmdata)"
+printf '%6s %10s %10s %5s %s\n' elapsed rss_kB vmdata_kB fds phase
+printf '%6s %10s %10s %5s %s\n' 0 "$RSS0" "$DATA0" "$FD0" start
 START=$SECONDS cycle=0
 while [ $(( SECONDS - START )) -lt "$DURATION" ]; do
   cycle=$(( cycle + 1 ))
@@ -122,13 +132,14 @@ while [ $(( SECONDS - START )) -lt "$DURATION" ]; do
   ip netns exec "$NS_A" iperf3 -c "$VPN_B" -t "$BUSY" $rev >"$WORK/iperf-$cycle.log" 2>&1 \
     || die "iperf3 failed in cycle $cycle: $(tail -n 3 "$WORK/iperf-$cycle.log")"
   mbps="$(awk '/receiver/ { print $7 " " $8 }' "$WORK/iperf-$cycle.log")"
-  printf '%6s %10s %5s busy %s\n' $(( SECONDS - START )) "$(rss)" "$(fds)" "${rev:-fwd} $mbps"
+  printf '%6s %10s %10s %5s busy %s\n' $(( SECONDS - START )) "$(rss)" "$(vmdata)" "$(fds)" "${rev:-fwd} $mbps"
   sleep "$IDLE"
   alive "$MPID" || die "meshd exited: $(tail -n 5 "$WORK/meshd.log")"
-  printf '%6s %10s %5s idle\n' $(( SECONDS - START )) "$(rss)" "$(fds)"
+  printf '%6s %10s %10s %5s idle\n' $(( SECONDS - START )) "$(rss)" "$(vmdata)" "$(fds)"
 done
 ip netns exec "$NS_A" ping -c 3 -W 1 "$VPN_B" >/dev/null || die "tunnel broken at the end"
-RSS1="$(rss)" FD1="$(fds)"
-echo "meshd RSS: start ${RSS0} kB, end ${RSS1} kB; open fds: start ${FD0}, end ${FD1}; cycles: $cycle"
+RSS1="$(rss)" FD1="$(fds)" DATA1="$(vmdata)"
+echo "meshd RSS: start ${RSS0} kB, end ${RSS1} kB; VmData: start ${DATA0} kB, end ${DATA1} kB; open fds: start ${FD0}, end ${FD1}; cycles: $cycle"
 [ "$FD1" -le "$FD0" ] || die "open fds grew"
+[ "$DATA1" -le "$DATA0" ] || die "heap (VmData) grew"
 echo "soak OK"
