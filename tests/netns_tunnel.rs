@@ -48,6 +48,11 @@ struct Pair {
 
 impl Pair {
     fn new(cipher: &str) -> Pair {
+        Pair::with_firewall_a(cipher, None)
+    }
+
+    /// Like `new`, with raw `firewall:` YAML for side a (`None`: allow everything).
+    fn with_firewall_a(cipher: &str, firewall_a: Option<&str>) -> Pair {
         let dir = common::tempdir();
         let a = Netns::new("mta");
         let b = Netns::new("mtb");
@@ -56,6 +61,9 @@ impl Pair {
         let (dev_a, dev_b) = (common::unique_name("mt"), common::unique_name("mt"));
         let config = |dev: &str, peer_vpn: &str, peer_under: &str, pki: &NodePki, f: &str| {
             let mut c = NodeConfig::new(dev);
+            if f == "a.yml" {
+                c.firewall = firewall_a.map(str::to_string);
+            }
             c.cipher = cipher.into();
             c.punchy = false;
             c.static_host_map
@@ -377,4 +385,42 @@ fn tun_disabled_node_answers_echo() {
         na.log(),
         nb.log()
     );
+}
+
+/// The firewall from meshd's config is enforced on tunnel traffic: ICMP and one TCP port are
+/// allowed in, another port with a listener behind it is not.
+#[test]
+fn meshd_enforces_its_configured_firewall() {
+    if !ready("meshd_enforces_its_configured_firewall") {
+        return;
+    }
+    let fw = "  outbound:\n    - {port: any, proto: any, host: any}\n  inbound:\n    \
+              - {port: any, proto: icmp, host: any}\n    - {port: 7001, proto: tcp, host: b}\n";
+    let pair = Pair::with_firewall_a("aes", Some(fw));
+    let na = pair.start_a(Impl::Meshd, "a.log");
+    let nb = pair.start_b(Impl::Nebula, "b.log");
+    assert!(
+        ping_eventually(&pair.b, VPN_A, 10),
+        "icmp is allowed\n{}\n{}",
+        na.log(),
+        nb.log()
+    );
+    let listeners = pair.a.enter(|| {
+        (
+            TcpListener::bind(("0.0.0.0", 7001)).expect("bind 7001"),
+            TcpListener::bind(("0.0.0.0", 7002)).expect("bind 7002"),
+        )
+    });
+    let connects = |port: u16| {
+        pair.b.enter(|| {
+            let addr: SocketAddr = format!("{VPN_A}:{port}").parse().unwrap();
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+        })
+    };
+    assert!(connects(7001), "allowed port refused\n{}", na.log());
+    assert!(
+        !connects(7002),
+        "firewall let a port without a rule through"
+    );
+    drop(listeners);
 }
