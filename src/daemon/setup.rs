@@ -151,7 +151,7 @@ fn route_plan(c: &Config, id: &Identity) -> anyhow::Result<RoutePlan> {
     for r in c.tun.unsafe_routes.iter().filter(|r| r.install) {
         specs.push(RouteSpec {
             dest: v4_net(&r.route, "tun.unsafe_routes")?,
-            mtu: r.mtu.map(|m| m as u32),
+            mtu: r.mtu.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             metric: r.metric,
         });
     }
