@@ -193,6 +193,7 @@ main() {
   setup_network
   setup_pki >/dev/null
   echo "iperf3 single TCP stream, ${TIME}s per leg, tun.mtu $MTU, cipher $CIPHER, rounds $ROUNDS (tag $TAG)"
+  echo "machine: $(nproc) CPU(s),$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), kernel $(uname -r)"
   if [ -n "$MESHD" ]; then
     if meshd_runs; then
       impls+=(meshd)

@@ -424,7 +424,12 @@ fn cli_flags() {
     std::fs::write(&file, "pki: {ca: a, cert: b, key: c}\n").expect("write");
     let out = run(&["-config", &file.display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("not implemented yet"), "{}", text(&out));
+    // The daemon refuses to start, naming the unreadable pki file.
+    assert!(
+        text(&out).contains("pki.ca: unable to read file a"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Configs `nebula -test` accepts only because it skips the tun device and the UDP socket in test

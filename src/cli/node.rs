@@ -1,6 +1,6 @@
 //! `meshd -config PATH [-test]`, `-version`, `-help`: the node front end, with Go `flag`-style
 //! options (`-config x`, `-config=x`, `--config x`; booleans as `-test` or `-test=true`). Owns
-//! argument parsing and the `-test` report; the daemon itself lives in `daemon` (not written yet).
+//! argument parsing and the `-test` report; the daemon itself is `daemon::run`.
 
 use std::io::Write;
 use std::path::Path;
@@ -61,11 +61,13 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if flags.get_bool("test") {
         return test_config(Path::new(&path), out, err);
     }
-    let _ = writeln!(
-        err,
-        "meshd: the daemon is not implemented yet; only `meshd -config {path} -test` works"
-    );
-    1
+    match crate::daemon::run::main(Path::new(&path)) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "meshd: {e:#}");
+            1
+        }
+    }
 }
 
 /// `-test`: load, check everything start-up checks, print each warning and problem; exit 0 only
@@ -151,9 +153,10 @@ mod tests {
                 "{args:?}: {err}"
             );
         }
+        // Without -test the daemon starts, and fails on the unreadable config before any I/O.
         let (code, _, err) = run_args(&["-config=/nonexistent/x.yml", "-test=false"]);
         assert_eq!(code, 1);
-        assert!(err.contains("not implemented yet"), "{err}");
+        assert!(err.contains("cannot read /nonexistent/x.yml"), "{err}");
     }
 
     #[test]

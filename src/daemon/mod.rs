@@ -7,6 +7,8 @@ pub mod batch;
 pub mod logging;
 pub mod notify;
 pub mod routes;
+pub mod run;
+pub mod setup;
 pub mod signals;
 pub mod tun;
 pub mod udp;

@@ -22,6 +22,7 @@ mod certs;
 mod conn_manager;
 mod datapath;
 pub mod dns;
+pub mod filter;
 mod handshake;
 mod hostmap;
 pub mod ipv4;
@@ -222,6 +223,9 @@ pub trait PacketFilter {
         packet: &[u8],
         peer: &PeerCert,
     ) -> FilterVerdict;
+
+    /// Drops expired state (conntrack); the driver calls it through [`Node::expire_filter`].
+    fn expire(&mut self, _now: Instant) {}
 }
 
 /// A filter that allows everything (until the firewall is wired in).
@@ -383,6 +387,16 @@ impl Node {
     /// Installs the firewall.
     pub fn set_filter(&mut self, filter: Box<dyn PacketFilter>) {
         self.filter = filter;
+    }
+
+    /// Sweeps expired filter state (conntrack); the driver calls this on an idle tick.
+    pub fn expire_filter(&mut self, now: Instant) {
+        self.filter.expire(now);
+    }
+
+    /// The installed filter (e.g. to replace its rules on reload).
+    pub fn filter_mut(&mut self) -> &mut dyn PacketFilter {
+        self.filter.as_mut()
     }
 
     pub fn config(&self) -> &NodeConfig {

@@ -315,6 +315,11 @@ impl NsProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit status once the process has exited (reaping it), else `None`.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// What the process has written so far (stdout and stderr).
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

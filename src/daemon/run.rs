@@ -1,0 +1,312 @@
+//! The event loop: one task owns the sans-IO `Node` and drives it from the TUN device, the UDP
+//! socket, signals and the node's own deadlines. No locks, no per-packet allocation on the data
+//! path: datagrams are decrypted in place in the receive batch, TUN packets are sealed straight
+//! into send-batch slots, and each wake-up moves a whole batch (`recvmmsg` / repeated TUN reads
+//! in, `sendmmsg` out).
+//!
+//! Owns start-up order (logging, device, routes, socket, node), the loop and shutdown (closeTunnel
+//! to every peer, flush, remove routes and device). Must not make protocol decisions (the node
+//! does) or parse configuration (that is `setup`).
+//!
+//! Growth points: `apply_config` (reload) hangs off [`Daemon::on_signal`]; several `routines`
+//! would run one `Daemon`-like worker per TUN queue + SO_REUSEPORT socket, sharded by peer; TUN
+//! and UDP offloads would change only the batch types and `on_tun_batch` / `on_udp_batch`.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::time::sleep_until;
+use tracing::{debug, info, warn};
+
+use super::batch::{PacketBatch, RecvBatch, SendBatch, MAX_DATAGRAM, SLOT_SIZE};
+use super::logging::{self, LogHandle};
+use super::notify::Notifier;
+use super::routes::{self, InstalledRoutes};
+use super::setup::{self, Plan};
+use super::signals::{SignalEvent, Signals};
+use super::tun::{Tun, TunQueue};
+use super::udp::UdpSocket;
+use crate::node::filter::FirewallFilter;
+use crate::node::{CaPoolVerifier, DatagramOutcome, Event, Node, TunOutcome};
+
+/// How often idle filter state (conntrack) is swept when nothing else wakes the loop.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Upper bound on one sleep, so the sweep tick still runs when the node has no deadline.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// `meshd -config PATH`: runs the daemon until SIGINT/SIGTERM. Blocks the calling thread.
+pub fn main(config: &Path) -> anyhow::Result<()> {
+    // One thread: the node has one owner and the data path never waits on another thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let plan = setup::load(config, unix_now_secs())?;
+        let log = logging::init(plan.log_level, plan.log_format)?;
+        let mut daemon = Daemon::start(plan, log)?;
+        daemon.run().await
+    })
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Signal(SignalEvent),
+    Udp(std::io::Result<usize>),
+    Tun(std::io::Result<usize>),
+    Timer,
+}
+
+/// The running daemon: the node plus every OS resource it is driven by.
+pub struct Daemon {
+    node: Node,
+    udp: UdpSocket,
+    /// Declared before `tun` so routes go before the device does.
+    routes: Option<InstalledRoutes>,
+    tun: Option<Tun>,
+    signals: Signals,
+    udp_in: RecvBatch,
+    udp_out: SendBatch,
+    tun_in: PacketBatch,
+    next_sweep: Instant,
+    notifier: Notifier,
+    #[allow(dead_code)] // kept for reload (logging.level / format)
+    log: LogHandle,
+}
+
+impl Daemon {
+    /// Opens the device, routes and socket and builds the node. Must run inside tokio.
+    pub fn start(plan: Plan, log: LogHandle) -> anyhow::Result<Daemon> {
+        for w in &plan.warnings {
+            warn!("{w}");
+        }
+        let tun = match &plan.tun {
+            Some(s) => Some(Tun::open(s).context("opening the tun device")?),
+            None => None,
+        };
+        let routes = match &tun {
+            Some(t) => Some(routes::install(t.index(), &plan.routes.routes)?),
+            None => None,
+        };
+        let udp = UdpSocket::bind(&plan.udp)?;
+        let signals = Signals::new().context("installing signal handlers")?;
+        let now = Instant::now();
+        let mut node = Node::new(
+            plan.node,
+            plan.identity,
+            Box::new(CaPoolVerifier { pool: plan.ca_pool }),
+            rand::random(),
+            now,
+            unix_now_nanos(),
+        );
+        node.set_filter(Box::new(FirewallFilter::new(plan.firewall, plan.local)));
+        info!(
+            vpn_ip = %node.identity().vpn_ip,
+            listen = %udp.local_addr(),
+            tun = tun.as_ref().map(|t| t.name()).unwrap_or("(disabled)"),
+            "meshd started"
+        );
+        let notifier = Notifier::from_env();
+        if let Err(e) = notifier.ready() {
+            debug!(error = %e, "sd_notify READY failed");
+        }
+        Ok(Daemon {
+            node,
+            udp,
+            routes,
+            tun,
+            signals,
+            udp_in: RecvBatch::new(plan.batch, SLOT_SIZE),
+            udp_out: SendBatch::new(plan.batch, SLOT_SIZE),
+            tun_in: PacketBatch::new(plan.batch, MAX_DATAGRAM),
+            next_sweep: now + SWEEP_EVERY,
+            notifier,
+            log,
+        })
+    }
+
+    /// The loop; returns after a clean shutdown.
+    pub async fn run(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.wait().await {
+                Wake::Signal(SignalEvent::Shutdown) => return self.shutdown().await,
+                Wake::Signal(s) => self.on_signal(s),
+                Wake::Udp(Ok(_)) => self.on_udp_batch().await,
+                Wake::Udp(Err(e)) => warn!(error = %e, "udp receive failed"),
+                Wake::Tun(Ok(_)) => self.on_tun_batch().await,
+                Wake::Tun(Err(e)) => warn!(error = %e, "tun read failed"),
+                Wake::Timer => self.on_timer(),
+            }
+            self.drain_outputs().await;
+        }
+    }
+
+    /// Sleeps until a batch, a signal or the next deadline. Every branch is cancel-safe.
+    async fn wait(&mut self) -> Wake {
+        let now = Instant::now();
+        let deadline = self
+            .node
+            .poll_timeout()
+            .unwrap_or(now + MAX_SLEEP)
+            .min(self.next_sweep);
+        let Daemon {
+            udp,
+            tun,
+            signals,
+            udp_in,
+            tun_in,
+            ..
+        } = self;
+        tokio::select! {
+            s = signals.recv() => Wake::Signal(s),
+            r = udp.recv_batch(udp_in) => Wake::Udp(r),
+            r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
+            _ = sleep_until(deadline.into()) => Wake::Timer,
+        }
+    }
+
+    fn on_signal(&mut self, s: SignalEvent) {
+        match s {
+            // The place for `apply_config`: re-run `setup::load`, then hand the node, firewall,
+            // socket buffers and logging what changed.
+            SignalEvent::Reload => warn!("SIGHUP received: reload not implemented yet"),
+            SignalEvent::Shutdown => {}
+        }
+    }
+
+    /// Decrypts every received datagram in place and writes the inner packets to TUN.
+    async fn on_udp_batch(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.udp_in.len() {
+            let from = self.udp_in.peer(i);
+            let buf = self.udp_in.datagram_mut(i);
+            if let DatagramOutcome::ToTun(range) = self.node.handle_datagram(now, from, buf) {
+                if let Some(tun) = &self.tun {
+                    if let Err(e) = tun.queue().send(&buf[range]).await {
+                        debug!(error = %e, "tun write failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals every TUN packet straight into a send slot; the batch goes out in one `sendmmsg`.
+    async fn on_tun_batch(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.tun_in.len() {
+            if self.udp_out.is_full() {
+                self.flush().await;
+            }
+            let packet = self.tun_in.packet(i);
+            let Some(slot) = self.udp_out.slot() else {
+                continue; // unreachable: just flushed
+            };
+            if let TunOutcome::Send { to, len } = self.node.handle_tun_packet(now, packet, slot) {
+                self.udp_out.commit(len, to);
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        self.node.handle_timeout(now);
+        if now >= self.next_sweep {
+            self.node.expire_filter(now);
+            self.next_sweep = now + SWEEP_EVERY;
+        }
+    }
+
+    /// Moves everything the node queued (control datagrams, local TUN replies, events) out, then
+    /// sends the batch.
+    async fn drain_outputs(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            if self.udp_out.is_full() {
+                self.flush().await;
+            }
+            self.udp_out.push(&t.bytes, t.to);
+        }
+        while let Some(p) = self.node.poll_tun() {
+            if let Some(tun) = &self.tun {
+                if let Err(e) = tun.queue().send(&p).await {
+                    debug!(error = %e, "tun write failed");
+                }
+            }
+        }
+        while let Some(e) = self.node.poll_event() {
+            log_event(&e);
+        }
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        if self.udp_out.is_empty() {
+            return;
+        }
+        if let Err(e) = self.udp.send_batch(&mut self.udp_out).await {
+            warn!(error = %e, "udp send failed");
+        }
+    }
+
+    /// closeTunnel to every peer, flush, then remove routes and the device.
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        info!("shutting down: closing tunnels");
+        let _ = self.notifier.stopping();
+        self.node.close_all(Instant::now());
+        self.drain_outputs().await;
+        if let Some(r) = self.routes.take() {
+            if let Err(e) = r.remove() {
+                warn!(error = %e, "removing routes");
+            }
+        }
+        // Closing the last queue removes the (non-persistent) device.
+        self.tun = None;
+        info!("meshd stopped");
+        Ok(())
+    }
+}
+
+/// Reads a TUN batch, or never completes when the device is disabled.
+async fn tun_recv(q: Option<&TunQueue>, batch: &mut PacketBatch) -> std::io::Result<usize> {
+    match q {
+        Some(q) => q.recv_batch(batch).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::HandshakeComplete {
+            vpn_ip,
+            remote,
+            initiator,
+        } => info!(%vpn_ip, remote = ?remote, initiator, "tunnel established"),
+        Event::HandshakeTimedOut {
+            vpn_ip,
+            dropped_packets,
+        } => info!(%vpn_ip, dropped_packets, "handshake timed out"),
+        Event::HandshakeFailed { vpn_ip, reason } => {
+            info!(%vpn_ip, reason = ?reason, "handshake failed")
+        }
+        Event::TunnelClosed { vpn_ip, reason } => {
+            info!(%vpn_ip, reason = ?reason, "tunnel closed")
+        }
+        Event::Roamed { vpn_ip, from, to } => {
+            info!(%vpn_ip, from = ?from, %to, "peer roamed")
+        }
+    }
+}
+
+fn unix_now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn unix_now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

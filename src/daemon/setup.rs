@@ -1,0 +1,350 @@
+//! Start-up plan: turns a loaded `config::Config` plus its checked `PkiState` into the settings
+//! each piece of the daemon takes (`NodeConfig` + `Identity` for the node, `TunSettings`,
+//! `UdpSettings`, the route plan, `FirewallConfig`, logging). Errors carry context for the
+//! operator (anyhow).
+//!
+//! Owns only this mapping. Must not open sockets, devices or routes (that is `run`), and must not
+//! make protocol decisions. The one side effect is DNS resolution of `static_host_map` names.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use super::logging::{Format, Level};
+use super::routes::{self, RoutePlan, RouteSpec};
+use super::tun::TunSettings;
+use super::udp::UdpSettings;
+use crate::cert::CaPool;
+use crate::config::{self, Config, Host, IpNet, LogFormat, LogLevel, PkiState};
+use crate::crypto::Cipher;
+use crate::firewall::{ConntrackTimeouts, FirewallConfig, LocalIdentity};
+use crate::node::{self, Identity, NodeConfig, SendRecvError, VpnIp};
+
+/// Everything the event loop needs to start, derived once from the configuration.
+#[derive(Debug)]
+pub struct Plan {
+    pub node: NodeConfig,
+    pub identity: Identity,
+    pub ca_pool: CaPool,
+    /// `None` when `tun.disabled`.
+    pub tun: Option<TunSettings>,
+    /// Kernel routes for the tun device (ignored when the device is disabled).
+    pub routes: RoutePlan,
+    pub udp: UdpSettings,
+    /// Datagrams per `recvmmsg`/`sendmmsg` (`listen.batch`).
+    pub batch: usize,
+    pub firewall: FirewallConfig,
+    pub local: LocalIdentity,
+    pub log_level: Level,
+    pub log_format: Format,
+    /// Non-fatal findings (config warnings, unresolvable static hosts) to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// Loads `path` (file or directory), runs every start-up check and builds the plan.
+pub fn load(path: &Path, unix_now: i64) -> anyhow::Result<Plan> {
+    let loaded =
+        config::load_path(path).with_context(|| format!("loading config {}", path.display()))?;
+    let read = |p: &Path| std::fs::read(p);
+    let (pki, report) = config::check_startup(&loaded.config, &read, unix_now);
+    if !report.problems.is_empty() {
+        let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        bail!(
+            "{}: configuration is invalid:\n  {}",
+            path.display(),
+            lines.join("\n  ")
+        );
+    }
+    let pki = pki.context("the pki section yielded no usable certificate")?;
+    let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    warnings.extend(report.warnings.iter().map(|w| w.to_string()));
+    let mut plan = plan(&loaded.config, pki)?;
+    plan.warnings.splice(0..0, warnings);
+    Ok(plan)
+}
+
+/// Maps a checked configuration to the daemon's settings.
+pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
+    let identity =
+        node::identity_from_cert(&pki.cert, &pki.key).context("building our identity from pki")?;
+    let mut warnings = Vec::new();
+    let node = node_config(c, &mut warnings);
+    let cert_ips: Vec<Ipv4Addr> = pki.cert.ips().iter().map(|n| n.addr()).collect();
+    let local = LocalIdentity::new(cert_ips, pki.cert.subnets().to_vec());
+    let routes = route_plan(c, &identity)?;
+    let tun = tun_settings(c, &identity, &routes)?;
+    Ok(Plan {
+        node,
+        identity,
+        ca_pool: pki.ca_pool,
+        tun,
+        routes,
+        udp: udp_settings(c),
+        batch: c.listen.batch.clamp(1, 1024),
+        firewall: firewall_config(c),
+        local,
+        log_level: log_level(c.logging.level),
+        log_format: match c.logging.format {
+            LogFormat::Text => Format::Text,
+            LogFormat::Json => Format::Json,
+        },
+        warnings,
+    })
+}
+
+fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
+    NodeConfig {
+        cipher: match c.cipher {
+            config::Cipher::Aes => Cipher::AesGcm,
+            config::Cipher::ChaChaPoly => Cipher::ChaChaPoly,
+        },
+        handshake_try_interval: c.handshakes.try_interval,
+        handshake_retries: c.handshakes.retries,
+        static_host_map: static_host_map(c, warnings),
+        send_recv_error: match c.listen.send_recv_error {
+            config::SendRecvError::Always => SendRecvError::Always,
+            config::SendRecvError::Never => SendRecvError::Never,
+            config::SendRecvError::Private => SendRecvError::Private,
+        },
+        tun_disabled: c.tun.disabled,
+        connection_alive_interval: c.timers.connection_alive_interval,
+        pending_deletion_interval: c.timers.pending_deletion_interval,
+        ..NodeConfig::default()
+    }
+}
+
+/// `static_host_map` with DNS names resolved now (IPv4 and IPv6). A name that does not resolve
+/// is a warning, as in Nebula, not a start-up failure.
+fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Vec<SocketAddr>> {
+    let mut map = BTreeMap::new();
+    for host in &c.static_host_map {
+        let mut addrs = Vec::new();
+        for hp in &host.addrs {
+            match &hp.host {
+                Host::Ip(ip) => addrs.push(SocketAddr::new(*ip, hp.port)),
+                Host::Name(name) => match (name.as_str(), hp.port).to_socket_addrs() {
+                    Ok(found) => addrs.extend(found),
+                    Err(e) => warnings.push(format!(
+                        "static_host_map {}: cannot resolve {name}: {e}",
+                        host.vpn_ip
+                    )),
+                },
+            }
+        }
+        addrs.dedup();
+        map.insert(VpnIp::from(host.vpn_ip), addrs);
+    }
+    map
+}
+
+fn route_plan(c: &Config, id: &Identity) -> anyhow::Result<RoutePlan> {
+    let mut specs = Vec::new();
+    for r in &c.tun.routes {
+        specs.push(RouteSpec {
+            dest: v4_net(&r.route, "tun.routes")?,
+            mtu: Some(u32::try_from(r.mtu).context("tun.routes mtu is too large")?),
+            metric: 0,
+        });
+    }
+    for r in c.tun.unsafe_routes.iter().filter(|r| r.install) {
+        specs.push(RouteSpec {
+            dest: v4_net(&r.route, "tun.unsafe_routes")?,
+            mtu: r.mtu.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            metric: r.metric,
+        });
+    }
+    let mtu = u32::try_from(c.tun.mtu).context("tun.mtu is too large")?;
+    Ok(routes::plan(id.vpn_ip.addr(), id.vpn_net, mtu, &specs))
+}
+
+fn v4_net(net: &IpNet, key: &str) -> anyhow::Result<routes::Ipv4Net> {
+    match net {
+        IpNet::V4(n) => Ok(*n),
+        IpNet::V6(..) => bail!("{key}: IPv6 route {net} is not supported (Nebula 1.6.1 is IPv4)"),
+    }
+}
+
+fn tun_settings(
+    c: &Config,
+    id: &Identity,
+    routes: &RoutePlan,
+) -> anyhow::Result<Option<TunSettings>> {
+    if c.tun.disabled {
+        return Ok(None);
+    }
+    let mtu = u16::try_from(routes.device_mtu)
+        .with_context(|| format!("tun.mtu {} is too large", routes.device_mtu))?;
+    Ok(Some(TunSettings {
+        name: c.tun.dev.clone().filter(|d| !d.is_empty()),
+        addr: id.vpn_ip.addr(),
+        prefix_len: id.vpn_net.prefix(),
+        mtu,
+        tx_queue: u32::try_from(c.tun.tx_queue).unwrap_or(u32::MAX),
+        // One reader/writer pair for now; `routines` > 1 would open more queues.
+        queues: 1,
+    }))
+}
+
+fn udp_settings(c: &Config) -> UdpSettings {
+    UdpSettings {
+        host: c.listen.host,
+        port: c.listen.port,
+        read_buffer: c.listen.read_buffer as usize,
+        write_buffer: c.listen.write_buffer as usize,
+        reuse_port: false,
+    }
+}
+
+fn firewall_config(c: &Config) -> FirewallConfig {
+    FirewallConfig {
+        inbound: c.firewall.inbound.clone(),
+        outbound: c.firewall.outbound.clone(),
+        inbound_action: c.firewall.inbound_action,
+        outbound_action: c.firewall.outbound_action,
+        timeouts: ConntrackTimeouts {
+            tcp: c.firewall.conntrack.tcp_timeout,
+            udp: c.firewall.conntrack.udp_timeout,
+            default: c.firewall.conntrack.default_timeout,
+        },
+        ..FirewallConfig::default()
+    }
+}
+
+fn log_level(l: LogLevel) -> Level {
+    match l {
+        LogLevel::Panic => Level::Panic,
+        LogLevel::Fatal => Level::Fatal,
+        LogLevel::Error => Level::Error,
+        LogLevel::Warn => Level::Warning,
+        LogLevel::Info => Level::Info,
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Trace => Level::Trace,
+    }
+}
+
+/// The listen address the node reports (for logs).
+pub fn describe_listen(u: &UdpSettings) -> String {
+    SocketAddr::new(u.host, u.port).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pki_for(dir: &Path) -> String {
+        // Uses the CLI tool so the test builds real PEM exactly as operators do.
+        let run = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            let code = crate::cli::cert::run(&args, &mut o, &mut e);
+            assert_eq!(code, 0, "{}", String::from_utf8_lossy(&e));
+        };
+        let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        run(&[
+            "ca",
+            "-name",
+            "t",
+            "-out-crt",
+            &p("ca.crt"),
+            "-out-key",
+            &p("ca.key"),
+        ]);
+        run(&[
+            "sign",
+            "-name",
+            "h",
+            "-ip",
+            "10.9.0.5/16",
+            "-subnets",
+            "192.168.77.0/24",
+            "-ca-crt",
+            &p("ca.crt"),
+            "-ca-key",
+            &p("ca.key"),
+            "-out-crt",
+            &p("h.crt"),
+            "-out-key",
+            &p("h.key"),
+        ]);
+        format!(
+            "pki: {{ca: {}, cert: {}, key: {}}}\n",
+            p("ca.crt"),
+            p("h.crt"),
+            p("h.key")
+        )
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn config_maps_to_daemon_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = pki_for(dir.path());
+        yaml.push_str(
+            "static_host_map: {\"10.9.0.1\": [\"192.0.2.1:4242\", \"localhost:4243\"]}\n\
+             listen: {host: \"::\", port: 4300, read_buffer: 1048576, batch: 32}\n\
+             cipher: chachapoly\n\
+             tun: {dev: mesh7, mtu: 1400, tx_queue: 900, routes: [{mtu: 8800, route: 10.9.8.0/24}]}\n\
+             logging: {level: debug, format: json}\n\
+             firewall: {outbound_action: reject, conntrack: {tcp_timeout: 1m}, \
+               inbound: [{port: 22, proto: tcp, host: any}], outbound: [{port: any, proto: any, host: any}]}\n",
+        );
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        assert_eq!(plan.node.cipher, Cipher::ChaChaPoly);
+        let statics = &plan.node.static_host_map[&VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))];
+        assert!(statics.contains(&"192.0.2.1:4242".parse().unwrap()));
+        assert!(
+            statics
+                .iter()
+                .any(|a| a.port() == 4243 && a.ip().is_loopback()),
+            "{statics:?}"
+        );
+        let tun = plan.tun.as_ref().unwrap();
+        assert_eq!(tun.name.as_deref(), Some("mesh7"));
+        assert_eq!((tun.addr, tun.prefix_len), (Ipv4Addr::new(10, 9, 0, 5), 16));
+        // The device carries the biggest route MTU; the VPN route keeps tun.mtu.
+        assert_eq!(tun.mtu, 8800);
+        assert_eq!(tun.tx_queue, 900);
+        assert_eq!(plan.routes.routes[0].mtu, 1400);
+        assert_eq!(plan.routes.routes.len(), 2);
+        assert_eq!(plan.udp.port, 4300);
+        assert_eq!(plan.udp.read_buffer, 1 << 20);
+        assert!(plan.udp.host.is_ipv6());
+        assert_eq!(plan.batch, 32);
+        assert_eq!(plan.log_level, Level::Debug);
+        assert_eq!(plan.log_format, Format::Json);
+        assert_eq!(plan.firewall.inbound.len(), 1);
+        assert_eq!(
+            plan.firewall.outbound_action,
+            crate::firewall::Action::Reject
+        );
+        assert_eq!(plan.firewall.timeouts.tcp.as_secs(), 60);
+        assert!(plan.local.handles(Ipv4Addr::new(192, 168, 77, 9)));
+        assert!(!plan.local.handles(Ipv4Addr::new(10, 9, 0, 6)));
+    }
+
+    #[test]
+    fn disabled_tun_and_bad_config_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = pki_for(dir.path());
+        yaml.push_str("tun: {disabled: true}\n");
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        assert!(plan.tun.is_none());
+        assert!(plan.node.tun_disabled);
+
+        std::fs::write(&cfg, "pki: {ca: /nonexistent/ca.crt}\n").unwrap();
+        let err = format!("{:#}", load(&cfg, now()).unwrap_err());
+        assert!(err.contains("ca.crt") || err.contains("pki"), "{err}");
+    }
+}
