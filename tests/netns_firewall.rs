@@ -348,3 +348,60 @@ fn firewall_table_nebula_receiver() {
     }
     check_table(Impl::Nebula);
 }
+
+/// meshd's `inbound_action: reject` (not in 1.6.1): a refused TCP connect fails at once with
+/// "connection refused" (the RST comes back through the tunnel) and refused UDP gets an ICMP
+/// error, while under `drop` the same connect times out.
+#[test]
+fn meshd_reject_answers_at_once_drop_times_out() {
+    if !ready("meshd_reject_answers_at_once_drop_times_out") {
+        return;
+    }
+    let reject = format!("  inbound_action: reject\n{TUTORIAL}");
+    let sc = Scenario::start(Impl::Meshd, &reject, APP);
+    let _l =
+        sc.r.enter(|| TcpListener::bind(("0.0.0.0", 22)).expect("bind 22"));
+    let started = Instant::now();
+    let refused = tcp_connect(&sc.s, VPN_R, 22);
+    let took = started.elapsed();
+    assert_eq!(
+        refused,
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "reject\n{}",
+        sc.logs()
+    );
+    assert!(took < Duration::from_millis(500), "refusal took {took:?}");
+    eprintln!("reject: connection refused after {took:?}");
+    let _l5432 =
+        sc.r.enter(|| TcpListener::bind(("0.0.0.0", 5432)).expect("bind"));
+    assert!(
+        tcp_connects(&sc.s, VPN_R, 5432),
+        "allowed port under reject"
+    );
+    let udp =
+        sc.s.enter(|| UdpSocket::bind(("0.0.0.0", 0)))
+            .expect("bind udp");
+    udp.connect((VPN_R, 5432)).expect("connect udp");
+    udp.send(b"probe").expect("udp send");
+    udp.set_read_timeout(Some(DENY_WAIT)).expect("timeout");
+    let err = udp
+        .recv(&mut [0u8; 16])
+        .expect_err("no udp answer expected");
+    assert!(
+        !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "refused udp got no icmp error: {err}"
+    );
+    drop(sc);
+
+    let sc = Scenario::start(Impl::Meshd, TUTORIAL, APP);
+    let _l =
+        sc.r.enter(|| TcpListener::bind(("0.0.0.0", 22)).expect("bind 22"));
+    assert_eq!(
+        tcp_connect(&sc.s, VPN_R, 22),
+        Err(std::io::ErrorKind::TimedOut),
+        "drop"
+    );
+}
