@@ -157,6 +157,9 @@ impl Scenario {
         let mut cr = NodeConfig::new(&dev_r);
         cr.firewall = Some(rules.to_string());
         cr.punchy = false;
+        if receiver == Impl::Meshd {
+            cr.log_level = "debug".into(); // its drop counters are logged at debug
+        }
         cr.static_host_map
             .push((VPN_S.into(), vec!["192.0.2.2:4242".into()]));
         let cfg_r = cr.write(dir.path(), "r.yml", &ca.sign("r", "10.42.0.1/24", &[]));
@@ -404,4 +407,37 @@ fn meshd_reject_answers_at_once_drop_times_out() {
         Err(std::io::ErrorKind::TimedOut),
         "drop"
     );
+}
+
+/// `firewall.conntrack.max_connections` bounds conntrack (a new flow beyond it is refused even
+/// when a rule allows it), and the drop counters by direction and reason reach the debug log.
+#[test]
+fn meshd_conntrack_bound_and_drop_counters_in_log() {
+    if !ready("meshd_conntrack_bound_and_drop_counters_in_log") {
+        return;
+    }
+    let rules = format!("  conntrack:\n    max_connections: 2\n{TUTORIAL}");
+    let sc = Scenario::start(Impl::Meshd, &rules, APP);
+    let _l: Vec<TcpListener> = sc.r.enter(|| {
+        [22, 5432, 8008]
+            .map(|p| TcpListener::bind(("0.0.0.0", p)).expect("bind tcp"))
+            .into()
+    });
+    // Conntrack holds the echo flow; one TCP flow fills it, and the next allowed one is refused.
+    let held = sc.s.enter(|| {
+        let addr: SocketAddr = format!("{VPN_R}:5432").parse().expect("address");
+        TcpStream::connect_timeout(&addr, DENY_WAIT)
+    });
+    assert!(held.is_ok(), "first flow refused\n{}", sc.logs());
+    assert!(!tcp_connects(&sc.s, VPN_R, 8008), "flow beyond the bound");
+    assert!(!tcp_connects(&sc.s, VPN_R, 22), "port without a rule");
+    let logged = wait_for(Duration::from_secs(8), Duration::from_millis(100), || {
+        sc.receiver.log().lines().any(|l| {
+            l.contains("firewall drops")
+                && l.contains("inbound.no_rule=")
+                && l.contains("inbound.conntrack_full=")
+        })
+    });
+    assert!(logged, "drop counters not logged\n{}", sc.logs());
+    drop(held);
 }
