@@ -439,5 +439,8 @@ fn meshd_conntrack_bound_and_drop_counters_in_log() {
         })
     });
     assert!(logged, "drop counters not logged\n{}", sc.logs());
+    let log = sc.receiver.log();
+    let line = log.lines().rev().find(|l| l.contains("firewall drops"));
+    eprintln!("{}", line.unwrap_or_default());
     drop(held);
 }
