@@ -24,7 +24,8 @@ const VPN_S: &str = "10.42.0.2";
 /// How long a probe waits before calling a packet dropped.
 const DENY_WAIT: Duration = Duration::from_millis(1500);
 
-/// The tutorial's host firewall, plus rules on other ports for groups, cidr and a UDP control.
+/// The tutorial's host firewall, plus rules on other ports for groups, cidr, host, ca_name, port
+/// ranges, `proto: any` and a UDP control.
 const TUTORIAL: &str = "  outbound:
     - {port: any, proto: any, host: any}
   inbound:
@@ -35,6 +36,12 @@ const TUTORIAL: &str = "  outbound:
     - {port: 6000, proto: tcp, cidr: 10.42.0.2/32}
     - {port: 6001, proto: tcp, cidr: 10.42.0.128/25}
     - {port: 5353, proto: udp, host: any}
+    - {port: 6002, proto: tcp, host: s}
+    - {port: 6003, proto: tcp, host: other}
+    - {port: 6004, proto: tcp, ca_name: firewall test ca}
+    - {port: 6005, proto: tcp, ca_name: other ca}
+    - {port: 6010-6020, proto: tcp, host: any}
+    - {port: 6100, proto: any, host: any}
 ";
 
 /// Only ICMP and TCP 5432 in, and every conntrack class expires after 2 s.
@@ -122,6 +129,13 @@ const TABLE: &[Row] = &[
     row(TUTORIAL, APP, Probe::Tcp(7000), false),
     row(TUTORIAL, APP, Probe::Tcp(6000), true),
     row(TUTORIAL, APP, Probe::Tcp(6001), false),
+    row(TUTORIAL, APP, Probe::Tcp(6002), true),
+    row(TUTORIAL, APP, Probe::Tcp(6003), false),
+    row(TUTORIAL, APP, Probe::Tcp(6004), true),
+    row(TUTORIAL, APP, Probe::Tcp(6005), false),
+    row(TUTORIAL, APP, Probe::Tcp(6015), true),
+    row(TUTORIAL, APP, Probe::Tcp(6021), false),
+    row(TUTORIAL, APP, Probe::Udp(6100), true),
     row(TUTORIAL, APP_DB, Probe::Tcp(7000), true),
     row(TUTORIAL, APP_DB, Probe::Tcp(22), false),
     row(SHORT_CONNTRACK, &[], Probe::Udp(5353), false),
@@ -149,7 +163,9 @@ const TABLE: &[Row] = &[
 ];
 
 /// TCP ports the receiver listens on during every scenario.
-const LISTEN: &[u16] = &[22, 5432, 5353, 6000, 6001, 7000, 8008];
+const LISTEN: &[u16] = &[
+    22, 5432, 5353, 6000, 6001, 6002, 6003, 6004, 6005, 6015, 6021, 7000, 8008,
+];
 /// Port of the sender's TCP listener and UDP socket for the outbound probes.
 const SENDER_PORT: u16 = 9000;
 
