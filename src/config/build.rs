@@ -375,6 +375,9 @@ fn tun(r: &mut Reader<'_>) -> Tun {
     }
 }
 
+/// Upper bound for `firewall.conntrack.max_connections` (about 1 GB of conntrack at most).
+const MAX_CONNTRACK_CAPACITY: i64 = 10_000_000;
+
 /// `firewall.go`, `main.go` (routine cache).
 fn firewall(r: &mut Reader<'_>, routines: usize) -> Firewall {
     let cache_set = r.get("firewall.conntrack.routine_cache_timeout").is_some();
@@ -391,6 +394,12 @@ fn firewall(r: &mut Reader<'_>, routines: usize) -> Firewall {
             udp_timeout: r.duration("firewall.conntrack.udp_timeout", d::CONNTRACK_UDP),
             default_timeout: r.duration("firewall.conntrack.default_timeout", d::CONNTRACK_DEFAULT),
             routine_cache_timeout: cache,
+            max_connections: r.int_in(
+                "firewall.conntrack.max_connections",
+                crate::firewall::DEFAULT_CONNTRACK_CAPACITY as i64,
+                1,
+                MAX_CONNTRACK_CAPACITY,
+            ) as usize,
         },
         outbound: rule_list(r, Direction::Outbound),
         inbound: rule_list(r, Direction::Inbound),

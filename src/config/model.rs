@@ -326,6 +326,8 @@ pub struct Conntrack {
     pub default_timeout: Duration,
     /// Per-routine cache; zero = off.
     pub routine_cache_timeout: Duration,
+    /// `max_connections` (meshd only; nebula has no bound): most flows conntrack tracks.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

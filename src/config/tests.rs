@@ -198,3 +198,20 @@ fn missing_pki_is_a_problem_per_key() {
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["pki.ca", "pki.key"]);
 }
+
+#[test]
+fn conntrack_max_connections_bounded() {
+    let ct = |extra: &str| load(extra).config.firewall.conntrack.max_connections;
+    assert_eq!(ct(""), crate::firewall::DEFAULT_CONNTRACK_CAPACITY);
+    assert_eq!(ct("firewall: {conntrack: {max_connections: 5000}}"), 5000);
+    for bad in ["0", "-1", "20000000"] {
+        let p = problems(&format!(
+            "firewall: {{conntrack: {{max_connections: {bad}}}}}"
+        ));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("firewall.conntrack.max_connections") && m.contains(bad)),
+            "{bad}: {p:?}"
+        );
+    }
+}

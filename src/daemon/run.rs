@@ -213,6 +213,9 @@ impl Daemon {
         self.node.handle_timeout(now);
         if now >= self.next_sweep {
             self.node.expire_filter(now);
+            if let Some(drops) = self.node.filter_mut().drop_report() {
+                debug!(%drops, "firewall drops");
+            }
             self.next_sweep = now + SWEEP_EVERY;
         }
     }

@@ -208,7 +208,7 @@ fn firewall_config(c: &Config) -> FirewallConfig {
             udp: c.firewall.conntrack.udp_timeout,
             default: c.firewall.conntrack.default_timeout,
         },
-        ..FirewallConfig::default()
+        conntrack_capacity: c.firewall.conntrack.max_connections,
     }
 }
 

@@ -152,6 +152,25 @@ impl DropCounters {
         self.counts.iter().flatten().sum()
     }
 
+    /// `inbound.no_rule=3 outbound.remote_ip=1`: the non-zero counters; empty when none.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for reason in DropReason::ALL {
+                let n = self.get(direction, reason);
+                if n > 0 {
+                    let sep = if out.is_empty() { "" } else { " " };
+                    let dir = match direction {
+                        Direction::Inbound => "inbound",
+                        Direction::Outbound => "outbound",
+                    };
+                    out.push_str(&format!("{sep}{dir}.{}={n}", reason.name()));
+                }
+            }
+        }
+        out
+    }
+
     fn bump(&mut self, direction: Direction, reason: DropReason) {
         let c = &mut self.counts[dir_index(direction)][reason.index()];
         *c = c.saturating_add(1);

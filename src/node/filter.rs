@@ -15,12 +15,15 @@ use super::{Direction, FilterVerdict, PacketFilter, PeerCert};
 #[derive(Debug)]
 pub struct FirewallFilter {
     fw: Firewall,
+    /// Counters as last reported, so an idle firewall does not repeat itself in the log.
+    reported: firewall::DropCounters,
 }
 
 impl FirewallFilter {
     pub fn new(config: FirewallConfig, local: LocalIdentity) -> Self {
         FirewallFilter {
             fw: Firewall::new(config, local),
+            reported: firewall::DropCounters::default(),
         }
     }
 
@@ -64,6 +67,21 @@ impl PacketFilter for FirewallFilter {
 
     fn expire(&mut self, now: Instant) {
         self.fw.expire(now);
+    }
+
+    fn drop_report(&mut self) -> Option<String> {
+        let now = *self.fw.drops();
+        if now == self.reported {
+            return None;
+        }
+        self.reported = now;
+        let ct = self.fw.conntrack();
+        Some(format!(
+            "{} (conntrack {} of {} flows)",
+            now.summary(),
+            ct.len(),
+            ct.capacity()
+        ))
     }
 }
 
@@ -175,6 +193,12 @@ mod tests {
             f.check(now, Direction::Inbound, &[0x45, 0], &admin),
             FilterVerdict::Drop
         );
+        let report = f.drop_report().expect("drops were counted");
+        assert!(
+            report.starts_with("inbound.malformed=1 inbound.remote_ip=1 inbound.no_rule=2 "),
+            "{report}"
+        );
+        assert_eq!(f.drop_report(), None, "nothing new to report");
     }
 
     #[test]

@@ -226,6 +226,12 @@ pub trait PacketFilter {
 
     /// Drops expired state (conntrack); the driver calls it through [`Node::expire_filter`].
     fn expire(&mut self, _now: Instant) {}
+
+    /// Refusals so far by direction and reason, for the driver's log; `None` when nothing
+    /// changed since the last call.
+    fn drop_report(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A filter that allows everything (until the firewall is wired in).
