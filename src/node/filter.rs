@@ -65,6 +65,10 @@ impl PacketFilter for FirewallFilter {
     fn expire(&mut self, now: Instant) {
         self.fw.expire(now);
     }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 impl FirewallFilter {

@@ -30,6 +30,7 @@ mod lighthouse;
 mod punchy;
 mod relay;
 mod relay_table;
+mod reload;
 mod remotes;
 mod types;
 
@@ -49,6 +50,7 @@ pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
 pub use relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
+pub use reload::{ReloadInput, Reloaded};
 pub use remotes::RemoteList;
 pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
@@ -226,6 +228,11 @@ pub trait PacketFilter {
 
     /// Drops expired state (conntrack); the driver calls it through [`Node::expire_filter`].
     fn expire(&mut self, _now: Instant) {}
+
+    /// The concrete filter, for a driver that swaps its rules on reload.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// A filter that allows everything (until the firewall is wired in).
