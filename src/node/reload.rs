@@ -164,6 +164,11 @@ fn keep_restart_only(old: &NodeConfig, new: &mut NodeConfig, r: &mut Reloaded) {
         new.am_lighthouse = old.am_lighthouse;
         new.serve_dns = old.serve_dns;
     }
+    // Kernel routes and the device stay as started (the daemon reports those keys), so the
+    // next-hop table must match them.
+    new.unsafe_routes = old.unsafe_routes.clone();
+    new.route_mtus = old.route_mtus.clone();
+    new.tun_mtu = old.tun_mtu;
     // Table bounds size preallocated state; they are not configuration keys.
     new.max_hosts = old.max_hosts;
     new.max_pending = old.max_pending;
