@@ -298,6 +298,24 @@ fn notify_order_and_firewall_reload_under_traffic() {
         "the bad rule is named:\n{}",
         na.log()
     );
+    // A restart-only key is reported and left alone; the tunnel stays up.
+    let mut moved = a_config(&rig.dev_a, Some(&firewall(&[KEEP, NEW])));
+    moved.listen_port = 4343;
+    moved.mtu = 1200;
+    moved.write(rig.dir.path(), "a.yml", &rig.pki_a());
+    let status = rig.reload(&na);
+    assert!(
+        status[0].contains("needs a restart, left unchanged")
+            && status[0].contains("listen.host/port")
+            && status[0].contains("tun"),
+        "{status:?}"
+    );
+    let mtu = rig.a.ip(&["link", "show", "dev", &rig.dev_a]);
+    assert!(mtu.contains("mtu 1300"), "device changed: {mtu}");
+    assert!(
+        ping_eventually(&rig.b, VPN_A),
+        "tunnel after a restart-only change"
+    );
     std::fs::write(&rig.cfg_a, &good).unwrap();
     drop(listeners);
     drop(nb);
