@@ -113,6 +113,9 @@ pub fn apply(
     log: &LogHandle,
 ) -> anyhow::Result<Summary> {
     let restart_keys = fixed.needs_restart(&plan);
+    // A certificate for another VPN IP is refused by the node; the firewall keeps our old
+    // addresses with it.
+    let same_ip = plan.identity.vpn_ip == node.identity().vpn_ip;
     let firewall_replaced = match node
         .filter_mut()
         .as_any_mut()
@@ -121,7 +124,9 @@ pub fn apply(
         Some(f) => {
             let fw = f.firewall_mut();
             fw.replace_rules(plan.firewall);
-            fw.set_local_identity(plan.local);
+            if same_ip {
+                fw.set_local_identity(plan.local);
+            }
             true
         }
         None => false,
