@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod logging;
 pub mod notify;
+pub mod reload;
 pub mod routes;
 pub mod run;
 pub mod setup;

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where notifications go: a filesystem path, or a Linux abstract socket (`@name`).
+/// Where notifications go: `$NOTIFY_SOCKET` (sent by the `sd-notify` crate, as systemd runs
+/// us), or an explicit filesystem path or Linux abstract socket (`@name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
+    Env,
     Path(PathBuf),
     Abstract(Vec<u8>),
 }
@@ -29,8 +31,9 @@ impl Notifier {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` (the watchdog only counts when
     /// the PID is ours or unset).
     pub fn from_env() -> Notifier {
-        let target =
-            std::env::var_os("NOTIFY_SOCKET").and_then(|s| parse_target(&s.to_string_lossy()));
+        let target = std::env::var_os("NOTIFY_SOCKET")
+            .filter(|s| !s.is_empty())
+            .map(|_| Target::Env);
         let pid_ok = std::env::var("WATCHDOG_PID")
             .map(|p| p.trim() == std::process::id().to_string())
             .unwrap_or(true);
@@ -111,8 +114,12 @@ impl Notifier {
         let Some(target) = &self.target else {
             return Ok(());
         };
+        if *target == Target::Env {
+            return sd_notify::notify(&[sd_notify::NotifyState::Custom(message)]);
+        }
         let sock = UnixDatagram::unbound()?;
         match target {
+            Target::Env => Ok(()), // sent above
             Target::Path(path) => sock.send_to(message.as_bytes(), path).map(|_| ()),
             Target::Abstract(name) => {
                 use std::os::linux::net::SocketAddrExt;

@@ -8,20 +8,25 @@
 //! to every peer, flush, remove routes and device). Must not make protocol decisions (the node
 //! does) or parse configuration (that is `setup`).
 //!
-//! Growth points: `apply_config` (reload) hangs off [`Daemon::on_signal`]; several `routines`
+//! SIGHUP runs `reload` (load and check everything first, then apply); systemd hears READY only
+//! once device, routes and socket are up, RELOADING/READY around a reload, STOPPING at the end,
+//! a periodic STATUS line and watchdog keep-alives.
+//!
+//! Growth points: several `routines`
 //! would run one `Daemon`-like worker per TUN queue + SO_REUSEPORT socket, sharded by peer; TUN
 //! and UDP offloads would change only the batch types and `on_tun_batch` / `on_udp_batch`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::time::sleep_until;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::batch::{PacketBatch, RecvBatch, SendBatch, MAX_DATAGRAM, SLOT_SIZE};
 use super::logging::{self, LogHandle};
 use super::notify::Notifier;
+use super::reload::{self, Fixed};
 use super::routes::{self, InstalledRoutes};
 use super::setup::{self, Plan};
 use super::signals::{SignalEvent, Signals};
@@ -46,6 +51,7 @@ pub fn main(config: &Path) -> anyhow::Result<()> {
         let plan = setup::load(config, unix_now_secs())?;
         let log = logging::init(plan.log_level, plan.log_format)?;
         let mut daemon = Daemon::start(plan, log)?;
+        daemon.config_path = Some(config.to_path_buf());
         daemon.run().await
     })
 }
@@ -71,8 +77,13 @@ pub struct Daemon {
     tun_in: PacketBatch,
     next_sweep: Instant,
     notifier: Notifier,
-    #[allow(dead_code)] // kept for reload (logging.level / format)
     log: LogHandle,
+    /// Where SIGHUP re-reads the configuration from (`None`: reload is refused).
+    pub config_path: Option<PathBuf>,
+    /// Restart-only settings as started, to tell a reload what it cannot change.
+    fixed: Fixed,
+    /// Outcome of the last reload, kept in `STATUS=` until the next one.
+    last_reload: Option<String>,
 }
 
 impl Daemon {
@@ -90,6 +101,7 @@ impl Daemon {
             None => None,
         };
         let udp = UdpSocket::bind(&plan.udp)?;
+        let fixed = Fixed::of(&plan);
         let signals = Signals::new().context("installing signal handlers")?;
         let now = Instant::now();
         let mut node = Node::new(
@@ -120,9 +132,12 @@ impl Daemon {
             udp_in: RecvBatch::new(plan.batch, SLOT_SIZE),
             udp_out: SendBatch::new(plan.batch, SLOT_SIZE),
             tun_in: PacketBatch::new(plan.batch, MAX_DATAGRAM),
-            next_sweep: now + SWEEP_EVERY,
+            next_sweep: now,
             notifier,
             log,
+            config_path: None,
+            fixed,
+            last_reload: None,
         })
     }
 
@@ -168,10 +183,73 @@ impl Daemon {
 
     fn on_signal(&mut self, s: SignalEvent) {
         match s {
-            // The place for `apply_config`: re-run `setup::load`, then hand the node, firewall,
-            // socket buffers and logging what changed.
-            SignalEvent::Reload => warn!("SIGHUP received: reload not implemented yet"),
+            SignalEvent::Reload => self.reload(),
             SignalEvent::Shutdown => {}
+        }
+    }
+
+    /// SIGHUP: all or nothing. A config that fails any check changes nothing; the failure is
+    /// logged and shown in `STATUS=` until the next reload.
+    fn reload(&mut self) {
+        info!("SIGHUP received: reloading the configuration");
+        let _ = self.notifier.reloading();
+        let outcome = self.try_reload();
+        let line = match outcome {
+            Ok(summary) => {
+                info!("{summary}");
+                summary
+            }
+            Err(e) => {
+                let msg = format!("reload failed, running configuration kept: {e:#}");
+                error!("{msg}");
+                msg
+            }
+        };
+        self.last_reload = Some(line);
+        let _ = self.notifier.ready();
+        self.send_status();
+    }
+
+    fn try_reload(&mut self) -> anyhow::Result<String> {
+        let path = self
+            .config_path
+            .as_deref()
+            .context("no configuration path to reload from")?;
+        let plan = setup::load(path, unix_now_secs())?;
+        for w in &plan.warnings {
+            warn!("{w}");
+        }
+        let summary = reload::apply(Instant::now(), plan, &self.fixed, &mut self.node, &self.log)?;
+        for ip in &summary.node.disconnected {
+            info!(vpn_ip = %ip, "peer no longer accepted by the new pki: tunnel closed");
+        }
+        Ok(summary.describe())
+    }
+
+    /// One-line summary for `systemctl status`.
+    fn send_status(&self) {
+        if !self.notifier.is_enabled() {
+            return;
+        }
+        let cfg = self.node.config();
+        let up = cfg
+            .lighthouses
+            .iter()
+            .filter(|ip| self.node.hostmap().host(**ip).is_some())
+            .count();
+        let mut line = format!(
+            "{} tunnels, {} pending, lighthouses {}/{} up",
+            self.node.hostmap().host_count(),
+            self.node.hostmap().pending_count(),
+            up,
+            cfg.lighthouses.len()
+        );
+        if let Some(r) = &self.last_reload {
+            line.push_str("; ");
+            line.push_str(r);
+        }
+        if let Err(e) = self.notifier.status(&line) {
+            debug!(error = %e, "sd_notify STATUS failed");
         }
     }
 
@@ -216,7 +294,15 @@ impl Daemon {
             if let Some(drops) = self.node.filter_mut().drop_report() {
                 debug!(%drops, "firewall drops");
             }
-            self.next_sweep = now + SWEEP_EVERY;
+            self.send_status();
+            if self.notifier.watchdog_interval().is_some() {
+                let _ = self.notifier.watchdog();
+            }
+            let every = self
+                .notifier
+                .watchdog_interval()
+                .map_or(SWEEP_EVERY, |w| w.min(SWEEP_EVERY));
+            self.next_sweep = now + every;
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Plan {
     pub node: NodeConfig,
     pub identity: Identity,
     pub ca_pool: CaPool,
+    /// `pki.blocklist` fingerprints (lowercase hex), to re-check established peers on reload.
+    pub blocklist: Vec<String>,
     /// `None` when `tun.disabled`.
     pub tun: Option<TunSettings>,
     /// Kernel routes for the tun device (ignored when the device is disabled).
@@ -70,7 +72,8 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
     let identity =
         node::identity_from_cert(&pki.cert, &pki.key).context("building our identity from pki")?;
     let mut warnings = Vec::new();
-    let node = node_config(c, &mut warnings);
+    let mut node = node_config(c, &mut warnings);
+    routing_config(c, &mut node)?;
     let cert_ips: Vec<Ipv4Addr> = pki.cert.ips().iter().map(|n| n.addr()).collect();
     let local = LocalIdentity::new(cert_ips, pki.cert.subnets().to_vec());
     let routes = route_plan(c, &identity)?;
@@ -79,6 +82,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
         node,
         identity,
         ca_pool: pki.ca_pool,
+        blocklist: c.pki.blocklist.clone(),
         tun,
         routes,
         udp: udp_settings(c),
@@ -137,6 +141,28 @@ fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Ve
         map.insert(VpnIp::from(host.vpn_ip), addrs);
     }
     map
+}
+
+/// `tun.mtu`, `tun.routes` MTUs and `tun.unsafe_routes` for the node's next-hop lookup.
+fn routing_config(c: &Config, node: &mut NodeConfig) -> anyhow::Result<()> {
+    let mtu16 = |m: usize, key: &str| {
+        u16::try_from(m).with_context(|| format!("{key}: mtu {m} is too large"))
+    };
+    node.tun_mtu = mtu16(c.tun.mtu, "tun.mtu")?;
+    node.route_mtus = Vec::new();
+    for r in &c.tun.routes {
+        node.route_mtus
+            .push((v4_net(&r.route, "tun.routes")?, mtu16(r.mtu, "tun.routes")?));
+    }
+    node.unsafe_routes = Vec::new();
+    for r in &c.tun.unsafe_routes {
+        node.unsafe_routes.push(node::UnsafeRoute {
+            route: v4_net(&r.route, "tun.unsafe_routes")?,
+            via: VpnIp::from(r.via),
+            mtu: r.mtu.map(|m| mtu16(m, "tun.unsafe_routes")).transpose()?,
+        });
+    }
+    Ok(())
 }
 
 fn route_plan(c: &Config, id: &Identity) -> anyhow::Result<RoutePlan> {

@@ -58,14 +58,23 @@ impl Node {
         if VpnIp::from(dst) == self.identity.vpn_ip {
             return TunOutcome::Dropped(DropReason::ToSelf);
         }
-        if !net.contains(dst) {
-            // unsafe_routes plug in here.
-            return TunOutcome::Dropped(DropReason::NoRoute);
-        }
         if dst == net.broadcast() || dst.is_multicast() {
             return TunOutcome::Dropped(DropReason::BroadcastOrMulticast);
         }
-        let vpn_ip = VpnIp::from(dst);
+        let hop = match self.next_hop(dst) {
+            Ok(h) => h,
+            Err(r) => return TunOutcome::Dropped(r),
+        };
+        if packet.len() > usize::from(hop.mtu) {
+            if let Some(reply) = ipv4::frag_needed(packet, dst, hop.mtu) {
+                // Sourced from the unreachable destination, not our VPN IP: the kernel drops
+                // packets arriving on TUN from one of its own addresses as martians.
+                self.push_tun(reply);
+                return TunOutcome::Dropped(DropReason::TooBig);
+            }
+            // No DF (or an ICMP error): sent anyway, the underlay fragments the datagram.
+        }
+        let vpn_ip = hop.vpn_ip;
         if let Some(h) = self.hostmap.host(vpn_ip) {
             let relayed = h.remote.is_none();
             self.try_promote_best(now, vpn_ip);

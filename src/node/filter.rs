@@ -83,6 +83,10 @@ impl PacketFilter for FirewallFilter {
             ct.capacity()
         ))
     }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 impl FirewallFilter {

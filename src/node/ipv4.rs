@@ -78,6 +78,50 @@ pub fn echo_reply(p: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// ICMP "fragmentation needed" (type 3 code 4, RFC 1191) from `from` back to the sender of
+/// `p`, carrying `mtu` as the next-hop MTU. `None` when RFC 1122 forbids an ICMP error: not a
+/// first fragment, DF not set, or `p` is itself an ICMP error.
+///
+/// ```text
+/// 0-19 IPv4 header (from -> p.src, TTL 64, proto 1)
+/// 20 type=3  21 code=4  22-23 checksum  24-25 unused  26-27 next-hop MTU
+/// 28.. p's IP header + first 8 bytes of its payload
+/// ```
+pub fn frag_needed(p: &[u8], from: Ipv4Addr, mtu: u16) -> Option<Vec<u8>> {
+    let info = parse(p).ok()?;
+    let flags_frag = u16::from_be_bytes([p[6], p[7]]);
+    let df = flags_frag & 0x4000 != 0;
+    let first_fragment = flags_frag & 0x1fff == 0;
+    if !df || !first_fragment || is_icmp_error(p, &info) {
+        return None;
+    }
+    let quoted = &p[..p.len().min(info.ihl + 8)];
+    let total = 28 + quoted.len();
+    let mut out = vec![0u8; total];
+    out[0] = 0x45;
+    out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    out[8] = 64;
+    out[9] = PROTO_ICMP;
+    out[12..16].copy_from_slice(&from.octets());
+    out[16..20].copy_from_slice(&info.src.octets());
+    let c = checksum(&out[..20]);
+    out[10..12].copy_from_slice(&c.to_be_bytes());
+    out[20] = 3;
+    out[21] = 4;
+    out[26..28].copy_from_slice(&mtu.to_be_bytes());
+    out[28..].copy_from_slice(quoted);
+    let c = checksum(&out[20..]);
+    out[22..24].copy_from_slice(&c.to_be_bytes());
+    Some(out)
+}
+
+/// Destination unreachable, source quench, redirect, time exceeded, parameter problem.
+fn is_icmp_error(p: &[u8], info: &Ipv4Info) -> bool {
+    info.protocol == PROTO_ICMP
+        && p.get(info.ihl)
+            .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12))
+}
+
 /// Builds an ICMP echo request (used by tests and diagnostics).
 pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     let total = 20 + 8 + data.len();
@@ -114,6 +158,62 @@ pub fn checksum(b: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+#[cfg(test)]
+mod frag_tests {
+    use super::*;
+
+    fn big_df_ping(len: usize) -> Vec<u8> {
+        let mut p = echo_request(
+            Ipv4Addr::new(10, 1, 0, 5),
+            Ipv4Addr::new(10, 2, 0, 5),
+            7,
+            1,
+            &vec![0xab; len - 28],
+        );
+        p[6] = 0x40; // DF
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn frag_needed_is_well_formed() {
+        let p = big_df_ping(1428);
+        let gw = Ipv4Addr::new(10, 42, 0, 1);
+        let r = frag_needed(&p, gw, 1300).unwrap();
+        assert_eq!(r.len(), 20 + 8 + 28);
+        assert_eq!(checksum(&r[..20]), 0, "IP header checksum verifies");
+        assert_eq!(checksum(&r[20..]), 0, "ICMP checksum verifies");
+        let info = parse(&r).unwrap();
+        assert_eq!((info.src, info.dst), (gw, Ipv4Addr::new(10, 1, 0, 5)));
+        assert_eq!((r[20], r[21]), (3, 4));
+        assert_eq!(u16::from_be_bytes([r[26], r[27]]), 1300);
+        assert_eq!(&r[28..], &p[..28], "quotes the header and 8 payload bytes");
+        assert_eq!(usize::from(u16::from_be_bytes([r[2], r[3]])), r.len());
+    }
+
+    #[test]
+    fn no_error_for_non_df_fragments_or_icmp_errors() {
+        let gw = Ipv4Addr::new(10, 42, 0, 1);
+        let mut p = big_df_ping(1428);
+        p[6] = 0;
+        assert!(frag_needed(&p, gw, 1300).is_none(), "DF clear");
+        let mut p = big_df_ping(1428);
+        p[7] = 1;
+        assert!(frag_needed(&p, gw, 1300).is_none(), "later fragment");
+        let p = big_df_ping(1428);
+        let err = frag_needed(&p, gw, 1300).unwrap();
+        let mut err_df = err.clone();
+        err_df[6] = 0x40;
+        assert!(
+            frag_needed(&err_df, gw, 576).is_none(),
+            "ICMP error about an ICMP error"
+        );
+        assert!(frag_needed(&[0x45, 0, 0], gw, 1300).is_none(), "truncated");
+    }
 }
 
 #[cfg(test)]

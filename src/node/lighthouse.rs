@@ -68,6 +68,12 @@ impl LighthouseState {
         }
     }
 
+    /// After a reload of `lighthouse.hosts`/`interval`: a client reports to its (new)
+    /// lighthouses at once; a node without lighthouses stops reporting.
+    pub(super) fn restart_updates(&mut self, client: bool, now: Instant) {
+        self.next_update = client.then_some(now);
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         match (self.next_update, self.punch.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),

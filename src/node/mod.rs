@@ -30,7 +30,9 @@ mod lighthouse;
 mod punchy;
 mod relay;
 mod relay_table;
+mod reload;
 mod remotes;
+mod routing;
 mod types;
 
 use std::cmp::Reverse;
@@ -49,7 +51,9 @@ pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
 pub use relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
+pub use reload::{ReloadInput, Reloaded};
 pub use remotes::RemoteList;
+pub use routing::UnsafeRoute;
 pub use types::{DropCounters, DropReason, Ipv4Net, LocalIndex, PeerCert, VpnIp};
 
 /// Bytes of tunnel overhead per data packet: header and AEAD tag.
@@ -130,6 +134,12 @@ pub struct NodeConfig {
     pub max_relay_legs: usize,
     /// The port the UDP socket is actually bound to (`listen.port`, resolved when 0).
     pub listen_port: u16,
+    /// `tun.unsafe_routes`: networks outside the VPN reached through a peer (`via`).
+    pub unsafe_routes: Vec<UnsafeRoute>,
+    /// `tun.mtu`: larger DF packets into the VPN network get ICMP fragmentation needed.
+    pub tun_mtu: u16,
+    /// `tun.routes`: VPN ranges with their own MTU.
+    pub route_mtus: Vec<(Ipv4Net, u16)>,
     /// `lighthouse.serve_dns` (only effective with `am_lighthouse`): keep name → VPN IP records
     /// for [`Node::dns_answer`].
     pub serve_dns: bool,
@@ -168,6 +178,9 @@ impl Default for NodeConfig {
             max_relay_legs: 65_536,
             listen_port: 4242,
             serve_dns: false,
+            unsafe_routes: Vec::new(),
+            tun_mtu: 1300,
+            route_mtus: Vec::new(),
         }
     }
 }
@@ -230,6 +243,11 @@ pub trait PacketFilter {
     /// Refusals so far by direction and reason, for the driver's log; `None` when nothing
     /// changed since the last call.
     fn drop_report(&mut self) -> Option<String> {
+        None
+    }
+
+    /// The concrete filter, for a driver that swaps its rules on reload.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         None
     }
 }

@@ -38,6 +38,15 @@ impl PunchState {
         }
     }
 
+    /// Turns the keepalive on (first one due now) or off (reload of `punchy.punch`).
+    pub(super) fn set_keepalive(&mut self, on: bool, now: Instant) {
+        match (on, self.next_keepalive.is_some()) {
+            (true, false) => self.next_keepalive = Some(now),
+            (false, _) => self.next_keepalive = None,
+            (true, true) => {}
+        }
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         [
             self.next_keepalive,

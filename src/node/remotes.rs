@@ -32,6 +32,11 @@ impl RemoteList {
         }
     }
 
+    /// Replaces the `static_host_map` entries (reload); learned addresses are kept.
+    pub fn set_static(&mut self, addrs: &[SocketAddr]) {
+        self.static_addrs = cap(addrs.to_vec());
+    }
+
     /// Replaces what `owner` (a lighthouse) reported; false if too many owners already.
     pub fn set_learned(&mut self, owner: VpnIp, addrs: &[SocketAddr], relays: &[VpnIp]) -> bool {
         if !self.learned.contains_key(&owner) && self.learned.len() >= MAX_OWNERS {

@@ -124,6 +124,8 @@ drop_reasons!(
     // inside (TUN) path
     ToSelf,
     NoRoute,
+    // Larger than the route's MTU with DF set: answered with ICMP fragmentation needed.
+    TooBig,
     BroadcastOrMulticast,
     NoRemote,
     HandshakeQueueFull,

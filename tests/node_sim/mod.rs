@@ -70,6 +70,13 @@ pub struct SimNode {
     pub config: NodeConfig,
 }
 
+impl SimNode {
+    /// The node's private key (for reload tests that re-sign its certificate).
+    pub fn key(&self) -> X25519PrivateKey {
+        self.key.clone()
+    }
+}
+
 pub struct Sim {
     pub now: Instant,
     pub start: Instant,
@@ -312,6 +319,29 @@ impl Sim {
             "{:>8} node {i} restarted (clock skew {clock_skew_s}s)",
             self.t()
         ));
+    }
+
+    /// The CA pool every node trusts (for reload tests).
+    pub fn pool(&self) -> CaPool {
+        CaPool::from_pem(&self.pool_pem, EPOCH_S as i64)
+            .unwrap()
+            .pool
+    }
+
+    /// A new certificate for node `i`: same key and VPN IP, these groups (for reload tests).
+    pub fn resign(&self, i: usize, groups: &[&str]) -> NebulaCertificate {
+        let n = &self.nodes[i];
+        let mut d = CertDetails {
+            name: format!("node{}-v2", n.vpn_ip.octets()[3]),
+            ips: vec![Ipv4Net::new(n.vpn_ip, 24).unwrap()],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            not_before: EPOCH_S as i64 - 60,
+            not_after: EPOCH_S as i64 + 30 * 86400,
+            public_key: n.key.public_key(),
+            ..CertDetails::default()
+        };
+        d.issuer = Some(self.ca.fingerprint());
+        d.sign(&self.ca_key)
     }
 
     /// Moves node `i` to a new underlay port (NAT rebinding); peers are not told.

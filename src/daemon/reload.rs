@@ -1,0 +1,159 @@
+//! SIGHUP reload, all or nothing: the new configuration is loaded and fully checked by
+//! `setup::load` (same checks as `-test`, plus every derived structure) before anything changes;
+//! only then are the node, firewall and logging handed their new values.
+//!
+//! Owns the split between reloadable and restart-only settings on the daemon side (listen
+//! address, TUN device, MTU and routes, batch size) and the re-check of established peers against
+//! a new CA pool and blocklist. Must not open or close OS resources (the loop owns them) and must
+//! not make protocol decisions (the node's `apply_config` does).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use crate::cert::CaPool;
+use crate::node::filter::FirewallFilter;
+use crate::node::{CaPoolVerifier, Node, PeerCert, ReloadInput, Reloaded};
+
+use super::logging::LogHandle;
+use super::routes::RoutePlan;
+use super::setup::Plan;
+use super::tun::TunSettings;
+use super::udp::UdpSettings;
+
+/// Settings fixed for the life of the process; a reload that changes them is told so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    tun: Option<TunSettings>,
+    routes: RoutePlan,
+    udp: UdpSettings,
+    batch: usize,
+}
+
+impl Fixed {
+    pub fn of(plan: &Plan) -> Fixed {
+        Fixed {
+            tun: plan.tun.clone(),
+            routes: plan.routes.clone(),
+            udp: plan.udp.clone(),
+            batch: plan.batch,
+        }
+    }
+
+    /// Keys of `plan` that differ from the running process and need a restart.
+    pub fn needs_restart(&self, plan: &Plan) -> Vec<&'static str> {
+        let new = Fixed::of(plan);
+        let mut keys = Vec::new();
+        if (new.udp.host, new.udp.port) != (self.udp.host, self.udp.port) {
+            keys.push("listen.host/port");
+        }
+        if new.udp != self.udp && (new.udp.host, new.udp.port) == (self.udp.host, self.udp.port) {
+            keys.push("listen buffers");
+        }
+        if new.batch != self.batch {
+            keys.push("listen.batch");
+        }
+        if new.tun != self.tun {
+            keys.push("tun (dev/mtu/disabled/tx_queue)");
+        }
+        if new.routes != self.routes {
+            keys.push("tun.routes/unsafe_routes");
+        }
+        keys
+    }
+}
+
+/// What one successful reload did, for the log and `STATUS=`.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub node: Reloaded,
+    pub restart_keys: Vec<&'static str>,
+    pub firewall_replaced: bool,
+}
+
+impl Summary {
+    pub fn describe(&self) -> String {
+        let mut changed: Vec<&str> = self.node.changed.clone();
+        if self.firewall_replaced {
+            changed.push("firewall");
+        }
+        let mut s = format!("reloaded ({})", list(&changed));
+        let mut restart: Vec<&str> = self.restart_keys.clone();
+        restart.extend(self.node.needs_restart.iter().copied());
+        if !restart.is_empty() {
+            s.push_str(&format!(
+                "; needs a restart, left unchanged: {}",
+                list(&restart)
+            ));
+        }
+        if !self.node.disconnected.is_empty() {
+            s.push_str(&format!(
+                "; disconnected {} peer(s) no longer accepted",
+                self.node.disconnected.len()
+            ));
+        }
+        s
+    }
+}
+
+fn list(keys: &[&str]) -> String {
+    if keys.is_empty() {
+        "no changes".into()
+    } else {
+        keys.join(", ")
+    }
+}
+
+/// Applies an already loaded and checked `plan` to the running pieces. Nothing here can fail
+/// half-way: every value was built by `setup::load` before the first change.
+pub fn apply(
+    now: Instant,
+    plan: Plan,
+    fixed: &Fixed,
+    node: &mut Node,
+    log: &LogHandle,
+) -> anyhow::Result<Summary> {
+    let restart_keys = fixed.needs_restart(&plan);
+    // A certificate for another VPN IP is refused by the node; the firewall keeps our old
+    // addresses with it.
+    let same_ip = plan.identity.vpn_ip == node.identity().vpn_ip;
+    let firewall_replaced = match node
+        .filter_mut()
+        .as_any_mut()
+        .and_then(|f| f.downcast_mut::<FirewallFilter>())
+    {
+        Some(f) => {
+            let fw = f.firewall_mut();
+            fw.replace_rules(plan.firewall);
+            if same_ip {
+                fw.set_local_identity(plan.local);
+            }
+            true
+        }
+        None => false,
+    };
+    let accepts = accepts(&plan.ca_pool, &plan.blocklist);
+    let reloaded = node.apply_config(
+        now,
+        ReloadInput {
+            config: plan.node,
+            identity: plan.identity,
+            verifier: Box::new(CaPoolVerifier { pool: plan.ca_pool }),
+            accepts,
+        },
+    );
+    // Only fails if the subscriber is gone, in which case there is nothing to log to anyway.
+    log.apply(plan.log_level, plan.log_format)?;
+    Ok(Summary {
+        node: reloaded,
+        restart_keys,
+        firewall_replaced,
+    })
+}
+
+/// Does the new pki still accept an established peer: its CA is in the pool and its
+/// fingerprint is not blocklisted? (Expiry was checked at handshake time, as in Nebula.)
+pub fn accepts(pool: &CaPool, blocklist: &[String]) -> Box<dyn Fn(&PeerCert) -> bool> {
+    let cas: BTreeSet<String> = pool.cas().map(|c| c.fingerprint().to_string()).collect();
+    let blocked: BTreeSet<String> = blocklist.iter().map(|b| b.to_lowercase()).collect();
+    Box::new(move |p: &PeerCert| cas.contains(&p.issuer) && !blocked.contains(&p.fingerprint))
+}
