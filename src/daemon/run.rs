@@ -20,6 +20,8 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
 use super::batch::{PacketBatch, RecvBatch, SendBatch, MAX_DATAGRAM, SLOT_SIZE};
+use super::dns::{self, DnsServer};
+use super::local_addrs::LocalAddrs;
 use super::logging::{self, LogHandle};
 use super::notify::Notifier;
 use super::routes::{self, InstalledRoutes};
@@ -55,6 +57,7 @@ enum Wake {
     Signal(SignalEvent),
     Udp(std::io::Result<usize>),
     Tun(std::io::Result<usize>),
+    Dns(std::io::Result<(usize, std::net::SocketAddr)>),
     Timer,
 }
 
@@ -71,13 +74,15 @@ pub struct Daemon {
     tun_in: PacketBatch,
     next_sweep: Instant,
     notifier: Notifier,
+    local_addrs: LocalAddrs,
+    dns: Option<DnsServer>,
     #[allow(dead_code)] // kept for reload (logging.level / format)
     log: LogHandle,
 }
 
 impl Daemon {
     /// Opens the device, routes and socket and builds the node. Must run inside tokio.
-    pub fn start(plan: Plan, log: LogHandle) -> anyhow::Result<Daemon> {
+    pub fn start(mut plan: Plan, log: LogHandle) -> anyhow::Result<Daemon> {
         for w in &plan.warnings {
             warn!("{w}");
         }
@@ -90,6 +95,8 @@ impl Daemon {
             None => None,
         };
         let udp = UdpSocket::bind(&plan.udp)?;
+        plan.node.listen_port = udp.local_addr().port();
+        let dns = plan.dns.as_ref().map(DnsServer::bind).transpose()?;
         let signals = Signals::new().context("installing signal handlers")?;
         let now = Instant::now();
         let mut node = Node::new(
@@ -101,12 +108,17 @@ impl Daemon {
             unix_now_nanos(),
         );
         node.set_filter(Box::new(FirewallFilter::new(plan.firewall, plan.local)));
+        let mut local_addrs = LocalAddrs::new(plan.local_interfaces);
+        local_addrs.refresh(&mut node, now);
         info!(
             vpn_ip = %node.identity().vpn_ip,
             listen = %udp.local_addr(),
             tun = tun.as_ref().map(|t| t.name()).unwrap_or("(disabled)"),
             "meshd started"
         );
+        if let Some(addr) = dns.as_ref().and_then(DnsServer::local_addr) {
+            info!(%addr, "serving lighthouse DNS");
+        }
         let notifier = Notifier::from_env();
         if let Err(e) = notifier.ready() {
             debug!(error = %e, "sd_notify READY failed");
@@ -122,6 +134,8 @@ impl Daemon {
             tun_in: PacketBatch::new(plan.batch, MAX_DATAGRAM),
             next_sweep: now + SWEEP_EVERY,
             notifier,
+            local_addrs,
+            dns,
             log,
         })
     }
@@ -136,6 +150,12 @@ impl Daemon {
                 Wake::Udp(Err(e)) => warn!(error = %e, "udp receive failed"),
                 Wake::Tun(Ok(_)) => self.on_tun_batch().await,
                 Wake::Tun(Err(e)) => warn!(error = %e, "tun read failed"),
+                Wake::Dns(Ok((len, from))) => {
+                    if let Some(d) = &self.dns {
+                        d.answer(&self.node, len, from);
+                    }
+                }
+                Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -156,12 +176,14 @@ impl Daemon {
             signals,
             udp_in,
             tun_in,
+            dns,
             ..
         } = self;
         tokio::select! {
             s = signals.recv() => Wake::Signal(s),
             r = udp.recv_batch(udp_in) => Wake::Udp(r),
             r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
+            r = dns::recv(dns.as_mut()) => Wake::Dns(r),
             _ = sleep_until(deadline.into()) => Wake::Timer,
         }
     }
@@ -213,6 +235,7 @@ impl Daemon {
         self.node.handle_timeout(now);
         if now >= self.next_sweep {
             self.node.expire_filter(now);
+            self.local_addrs.refresh(&mut self.node, now);
             self.next_sweep = now + SWEEP_EVERY;
         }
     }

@@ -41,6 +41,17 @@ pub struct Plan {
     pub log_format: Format,
     /// Non-fatal findings (config warnings, unresolvable static hosts) to log once logging is up.
     pub warnings: Vec<String>,
+    /// `local_allow_list.interfaces` rules, applied by `local_addrs` before the node sees them.
+    pub local_interfaces: Vec<(regex::Regex, bool)>,
+    /// Where to serve `lighthouse.serve_dns` (only when also `am_lighthouse`).
+    pub dns: Option<DnsListen>,
+}
+
+/// `lighthouse.dns.host` / `port`; an empty host means every address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsListen {
+    pub host: String,
+    pub port: u16,
 }
 
 /// Loads `path` (file or directory), runs every start-up check and builds the plan.
@@ -91,6 +102,16 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             LogFormat::Json => Format::Json,
         },
         warnings,
+        local_interfaces: c
+            .lighthouse
+            .local_allow_list
+            .as_ref()
+            .map(|l| l.interfaces.clone())
+            .unwrap_or_default(),
+        dns: (c.lighthouse.serve_dns && c.lighthouse.am_lighthouse).then(|| DnsListen {
+            host: c.lighthouse.dns.host.clone(),
+            port: c.lighthouse.dns.port,
+        }),
     })
 }
 
@@ -111,7 +132,79 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         tun_disabled: c.tun.disabled,
         connection_alive_interval: c.timers.connection_alive_interval,
         pending_deletion_interval: c.timers.pending_deletion_interval,
+        am_lighthouse: c.lighthouse.am_lighthouse,
+        lighthouses: lighthouses(c),
+        lighthouse_interval: c.lighthouse.interval,
+        advertise_addrs: advertise_addrs(c, warnings),
+        local_allow_list: c.lighthouse.local_allow_list.as_ref().map(|l| l.cidrs.clone()),
+        remote_allow_list: c.lighthouse.remote_allow_list.clone(),
+        remote_allow_ranges: remote_allow_ranges(c, warnings),
+        preferred_ranges: c.preferred_ranges.clone(),
+        punch: c.punchy.punch,
+        punch_respond: c.punchy.respond,
+        punch_delay: c.punchy.delay,
+        punch_respond_delay: c.punchy.respond_delay,
+        // A relay forwards for others and never advertises relays of its own (1.6.1).
+        advertise_relays: if c.relay.am_relay {
+            Vec::new()
+        } else {
+            c.relay.relays.iter().map(|r| VpnIp::from(*r)).collect()
+        },
+        am_relay: c.relay.am_relay,
+        use_relays: c.relay.use_relays,
+        // Replaced by the bound port once the socket is open (`listen.port: 0`).
+        listen_port: c.listen.port,
+        serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
         ..NodeConfig::default()
+    }
+}
+
+/// `lighthouse.hosts`; a lighthouse ignores the list (1.6.1 warns and treats it as empty).
+fn lighthouses(c: &Config) -> Vec<VpnIp> {
+    if c.lighthouse.am_lighthouse {
+        return Vec::new();
+    }
+    c.lighthouse.hosts.iter().map(|h| VpnIp::from(*h)).collect()
+}
+
+/// `lighthouse.advertise_addrs` with host names resolved now; unresolvable names are warnings.
+fn advertise_addrs(c: &Config, warnings: &mut Vec<String>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for hp in &c.lighthouse.advertise_addrs {
+        match resolve(&hp.host, hp.port) {
+            Ok(found) => out.extend(found),
+            Err(e) => warnings.push(format!("lighthouse.advertise_addrs: {e}")),
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// `lighthouse.remote_allow_ranges`: only IPv4 VPN ranges can match a VPN IP in 1.6.1.
+fn remote_allow_ranges(
+    c: &Config,
+    warnings: &mut Vec<String>,
+) -> Vec<(node::Ipv4Net, config::AllowList)> {
+    let mut out = Vec::new();
+    for (net, list) in &c.lighthouse.remote_allow_ranges {
+        match net {
+            IpNet::V4(n) => out.push((*n, list.clone())),
+            IpNet::V6(..) => warnings.push(format!(
+                "lighthouse.remote_allow_ranges: {net} is not an IPv4 VPN range; ignored"
+            )),
+        }
+    }
+    out
+}
+
+/// Resolves `host` with the system resolver (IP literals pass straight through).
+fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
+    match host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(name) => (name.as_str(), port)
+            .to_socket_addrs()
+            .map(|found| found.collect())
+            .map_err(|e| format!("cannot resolve {name}: {e}")),
     }
 }
 
@@ -122,15 +215,9 @@ fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Ve
     for host in &c.static_host_map {
         let mut addrs = Vec::new();
         for hp in &host.addrs {
-            match &hp.host {
-                Host::Ip(ip) => addrs.push(SocketAddr::new(*ip, hp.port)),
-                Host::Name(name) => match (name.as_str(), hp.port).to_socket_addrs() {
-                    Ok(found) => addrs.extend(found),
-                    Err(e) => warnings.push(format!(
-                        "static_host_map {}: cannot resolve {name}: {e}",
-                        host.vpn_ip
-                    )),
-                },
+            match resolve(&hp.host, hp.port) {
+                Ok(found) => addrs.extend(found),
+                Err(e) => warnings.push(format!("static_host_map {}: {e}", host.vpn_ip)),
             }
         }
         addrs.dedup();
