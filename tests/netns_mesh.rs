@@ -131,3 +131,50 @@ fn meshd_and_nebula_hosts_behind_nats() {
         nat_mesh(Impl::Meshd, Impl::Meshd, Impl::Nebula);
     }
 }
+
+/// Two lighthouses; stopping one keeps established tunnels up, and a pair of hosts that never
+/// talked still meets through the other.
+#[test]
+fn second_lighthouse_keeps_discovery_working() {
+    if !ready("second_lighthouse_keeps_discovery_working") {
+        return;
+    }
+    let mut w = World::new();
+    let (l1_ns, _) = w.public(1);
+    let (l2_ns, _) = w.public(2);
+    let hosts: Vec<usize> = (0..3)
+        .map(|_| w.behind_nat(NatKind::PortRestricted).0)
+        .collect();
+    let mut cfg = node_config(&[]);
+    cfg.am_lighthouse = true;
+    let l1 = w.start(Impl::Meshd, l1_ns, "lh1", LH_VPN, cfg, |y| y);
+    let mut cfg = node_config(&[]);
+    cfg.am_lighthouse = true;
+    // The second lighthouse is nebula 1.6.1: discovery must not depend on which one survives.
+    w.start(Impl::Nebula, l2_ns, "lh2", "10.42.0.2", cfg, |y| y);
+    let lighthouses = [(LH_VPN, LH_PUBLIC), ("10.42.0.2", "198.51.100.2")];
+    let ids: Vec<usize> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let name = format!("h{}", i + 1);
+            let vpn = format!("10.42.0.{}", 11 + i);
+            w.start(Impl::Meshd, *ns, &name, &vpn, node_config(&lighthouses), |y| y)
+        })
+        .collect();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert!(w.ping_eventually(a, b, 20), "h1 -> h2\n{}", w.logs());
+
+    w.nodes[l1].process.stop();
+    assert!(
+        w.ns_of(a).ping("10.42.0.12", 3),
+        "the established h1 <-> h2 tunnel broke when lh1 stopped\n{}",
+        w.logs()
+    );
+    assert!(
+        w.ping_eventually(a, c, 20),
+        "h1 could not find h3 through the remaining lighthouse\n{}",
+        w.logs()
+    );
+    assert!(w.ns_of(c).ping("10.42.0.11", 3), "h3 -> h1\n{}", w.logs());
+}
