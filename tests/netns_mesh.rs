@@ -56,9 +56,21 @@ fn nat_mesh(lh: Impl, h1: Impl, h2: Impl) {
     let a = w.start(h1, h1_ns, "h1", "10.42.0.2", host_cfg(), |y| y);
     let b = w.start(h2, h2_ns, "h2", "10.42.0.3", host_cfg(), |y| y);
 
-    assert!(w.ping_eventually(a, lh_i, 10), "h1 -> lighthouse\n{}", w.logs());
-    assert!(w.ping_eventually(b, lh_i, 10), "h2 -> lighthouse\n{}", w.logs());
-    assert!(w.ping_eventually(a, b, 20), "h1 -> h2 through the NATs\n{}", w.logs());
+    assert!(
+        w.ping_eventually(a, lh_i, 10),
+        "h1 -> lighthouse\n{}",
+        w.logs()
+    );
+    assert!(
+        w.ping_eventually(b, lh_i, 10),
+        "h2 -> lighthouse\n{}",
+        w.logs()
+    );
+    assert!(
+        w.ping_eventually(a, b, 20),
+        "h1 -> h2 through the NATs\n{}",
+        w.logs()
+    );
     assert!(w.ping_eventually(b, a, 5), "h2 -> h1\n{}", w.logs());
 
     // Direct path: a bulk transfer h1 -> h2 barely moves the lighthouse's interface counter.
@@ -82,11 +94,23 @@ fn nat_mesh(lh: Impl, h1: Impl, h2: Impl) {
 
     // The tutorial firewall on h2: 5432 (above) connects, 22 does not; out is open on h1.
     assert!(
-        !tcp_connects(w.host(h1_ns), w.host(h2_ns), "10.42.0.3", 22, Duration::from_secs(2)),
+        !tcp_connects(
+            w.host(h1_ns),
+            w.host(h2_ns),
+            "10.42.0.3",
+            22,
+            Duration::from_secs(2)
+        ),
         "h2's firewall let TCP 22 in"
     );
     assert!(
-        tcp_connects(w.host(h1_ns), w.host(h2_ns), "10.42.0.3", 8008, Duration::from_secs(5)),
+        tcp_connects(
+            w.host(h1_ns),
+            w.host(h2_ns),
+            "10.42.0.3",
+            8008,
+            Duration::from_secs(5)
+        ),
         "h2's firewall blocked TCP 8008\n{}",
         w.logs()
     );
@@ -94,7 +118,10 @@ fn nat_mesh(lh: Impl, h1: Impl, h2: Impl) {
     if dns {
         let server = format!("{LH_PUBLIC}:5353").parse().expect("addr");
         let found = dns_a(w.host(h1_ns), server, "h2").expect("DNS query");
-        assert_eq!(found, vec!["10.42.0.3".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            found,
+            vec!["10.42.0.3".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
         let none = dns_a(w.host(h1_ns), server, "nobody").expect("DNS query");
         assert!(none.is_empty(), "unknown name answered {none:?}");
     }
@@ -159,7 +186,14 @@ fn second_lighthouse_keeps_discovery_working() {
         .map(|(i, ns)| {
             let name = format!("h{}", i + 1);
             let vpn = format!("10.42.0.{}", 11 + i);
-            w.start(Impl::Meshd, *ns, &name, &vpn, node_config(&lighthouses), |y| y)
+            w.start(
+                Impl::Meshd,
+                *ns,
+                &name,
+                &vpn,
+                node_config(&lighthouses),
+                |y| y,
+            )
         })
         .collect();
     let (a, b, c) = (ids[0], ids[1], ids[2]);

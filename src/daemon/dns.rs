@@ -71,7 +71,10 @@ pub async fn recv(server: Option<&mut DnsServer>) -> std::io::Result<(usize, Soc
 fn listen_addr(listen: &DnsListen) -> anyhow::Result<SocketAddr> {
     let host = listen.host.trim();
     if host.is_empty() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port));
+        return Ok(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen.port,
+        ));
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {

@@ -136,7 +136,11 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         lighthouses: lighthouses(c),
         lighthouse_interval: c.lighthouse.interval,
         advertise_addrs: advertise_addrs(c, warnings),
-        local_allow_list: c.lighthouse.local_allow_list.as_ref().map(|l| l.cidrs.clone()),
+        local_allow_list: c
+            .lighthouse
+            .local_allow_list
+            .as_ref()
+            .map(|l| l.cidrs.clone()),
         remote_allow_list: c.lighthouse.remote_allow_list.clone(),
         remote_allow_ranges: remote_allow_ranges(c, warnings),
         preferred_ranges: c.preferred_ranges.clone(),

@@ -126,7 +126,11 @@ impl World {
         let up = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
             host.has_link(&cfg.tun_dev)
         });
-        assert!(up && p.is_running(), "{name} ({which:?}) did not start:\n{}", p.log());
+        assert!(
+            up && p.is_running(),
+            "{name} ({which:?}) did not start:\n{}",
+            p.log()
+        );
         self.nodes.push(Node {
             name: name.into(),
             vpn_ip: vpn_ip.into(),
@@ -172,7 +176,10 @@ pub fn node_config(lighthouses: &[(&str, &str)]) -> NodeConfig {
 /// Bytes received on `ifname` inside `ns` (the kernel's counter).
 pub fn rx_bytes(ns: &Netns, ifname: &str) -> u64 {
     let path = format!("/sys/class/net/{ifname}/statistics/rx_bytes");
-    ns.run(&["cat", &path]).trim().parse().expect("rx_bytes counter")
+    ns.run(&["cat", &path])
+        .trim()
+        .parse()
+        .expect("rx_bytes counter")
 }
 
 /// Deterministic test bytes (xorshift), different per seed.
@@ -265,7 +272,8 @@ pub fn tcp_connects(from: &Netns, to: &Netns, ip: &str, port: u16, timeout: Dura
                 drop(l);
             })
         });
-        rx.recv_timeout(Duration::from_secs(10)).expect("listener up");
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("listener up");
         let ok = from.enter(|| {
             let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
             TcpStream::connect_timeout(&addr, timeout).is_ok()
@@ -277,7 +285,11 @@ pub fn tcp_connects(from: &Netns, to: &Netns, ip: &str, port: u16, timeout: Dura
 }
 
 /// Asks `server` (inside `ns`) for `name`'s A record; returns the addresses in the answer.
-pub fn dns_a(ns: &Netns, server: SocketAddr, name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+pub fn dns_a(
+    ns: &Netns,
+    server: SocketAddr,
+    name: &str,
+) -> Result<Vec<std::net::Ipv4Addr>, String> {
     let mut q = vec![0x4d, 0x53, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.').filter(|l| !l.is_empty()) {
         q.push(label.len() as u8);
