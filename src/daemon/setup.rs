@@ -438,4 +438,81 @@ mod tests {
         let err = format!("{:#}", load(&cfg, now()).unwrap_err());
         assert!(err.contains("ca.crt") || err.contains("pki"), "{err}");
     }
+
+    #[test]
+    fn lighthouse_punchy_relay_and_dns_keys_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = pki_for(dir.path());
+        yaml.push_str(
+            "static_host_map: {\"10.9.0.1\": [\"192.0.2.1:4242\"]}\n\
+             lighthouse: {am_lighthouse: false, interval: 30, hosts: [10.9.0.1], \
+               advertise_addrs: [\"localhost:0\", \"198.51.100.7:4300\"], \
+               remote_allow_list: {10.0.0.0/8: false}, \
+               remote_allow_ranges: {10.9.1.0/24: {192.168.0.0/16: false}}, \
+               local_allow_list: {interfaces: {'docker.*': false}, 172.16.0.0/12: false}}\n\
+             preferred_ranges: [192.168.1.0/24]\n\
+             punchy: {punch: true, respond: true, delay: 2s, respond_delay: 3s}\n\
+             relay: {relays: [10.9.0.7], use_relays: false}\n\
+             listen: {port: 0}\n",
+        );
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        let n = &plan.node;
+        assert!(!n.am_lighthouse && !n.serve_dns && plan.dns.is_none());
+        assert_eq!(n.lighthouses, vec![VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))]);
+        assert_eq!(n.lighthouse_interval.as_secs(), 30);
+        assert!(n
+            .advertise_addrs
+            .iter()
+            .any(|a| a.ip().is_loopback() && a.port() == 0));
+        assert!(n
+            .advertise_addrs
+            .contains(&"198.51.100.7:4300".parse().unwrap()));
+        let remote = n.remote_allow_list.as_ref().unwrap();
+        assert!(!remote.allows("10.1.2.3".parse().unwrap()));
+        assert!(remote.allows("192.0.2.1".parse().unwrap()));
+        assert_eq!(n.remote_allow_ranges.len(), 1);
+        let local = n.local_allow_list.as_ref().unwrap();
+        assert!(!local.allows("172.17.0.1".parse().unwrap()));
+        assert_eq!(plan.local_interfaces.len(), 1);
+        assert_eq!(n.preferred_ranges.len(), 1);
+        assert!(n.punch && n.punch_respond);
+        assert_eq!(
+            (n.punch_delay.as_secs(), n.punch_respond_delay.as_secs()),
+            (2, 3)
+        );
+        assert_eq!(
+            n.advertise_relays,
+            vec![VpnIp::from(Ipv4Addr::new(10, 9, 0, 7))]
+        );
+        assert!(!n.am_relay && !n.use_relays);
+
+        // A relay that is also a DNS-serving lighthouse: advertises no relays, ignores hosts.
+        yaml.push_str(
+            "lighthouse: {am_lighthouse: true, serve_dns: true, hosts: [10.9.0.1], \
+               dns: {host: 127.0.0.1, port: 5353}}\n\
+             relay: {am_relay: true, relays: [10.9.0.7]}\n",
+        );
+        let yaml = yaml.replacen(
+            "lighthouse: {am_lighthouse: false",
+            "x_lighthouse: {a: false",
+            1,
+        );
+        let yaml = yaml.replacen("relay: {relays: [10.9.0.7], use_relays: false}", "", 1);
+        // A lighthouse needs a fixed port.
+        let yaml = yaml.replacen("listen: {port: 0}", "listen: {port: 4242}", 1);
+        std::fs::write(&cfg, &yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        let n = &plan.node;
+        assert!(n.am_lighthouse && n.serve_dns && n.am_relay);
+        assert!(n.lighthouses.is_empty() && n.advertise_relays.is_empty());
+        assert_eq!(
+            plan.dns,
+            Some(DnsListen {
+                host: "127.0.0.1".into(),
+                port: 5353
+            })
+        );
+    }
 }
