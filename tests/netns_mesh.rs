@@ -212,3 +212,83 @@ fn second_lighthouse_keeps_discovery_working() {
     );
     assert!(w.ns_of(c).ping("10.42.0.11", 3), "h3 -> h1\n{}", w.logs());
 }
+
+/// Two hosts on one LAN behind the same NAT meet at their LAN addresses, which only the
+/// enumerated local addresses (with the port actually bound for `listen.port: 0`) can tell them:
+/// the router does not hairpin. A third host whose LAN interface `local_allow_list` denies
+/// advertises no LAN address, so it stays out of reach.
+#[test]
+fn hosts_on_one_lan_meet_at_their_local_addresses() {
+    if !ready("hosts_on_one_lan_meet_at_their_local_addresses") {
+        return;
+    }
+    let mut w = World::new();
+    let (lh_ns, _) = w.public(1);
+    let (a_ns, r) = w.behind_nat(NatKind::PortRestricted);
+    let (b_ns, _) = w.join_lan(r, 3);
+    let (c_ns, c_if) = w.join_lan(r, 4);
+    let mut cfg = node_config(&[]);
+    cfg.am_lighthouse = true;
+    w.start(Impl::Meshd, lh_ns, "lighthouse", LH_VPN, cfg, |y| y);
+    let lhs = [(LH_VPN, LH_PUBLIC)];
+    let a = w.start(
+        Impl::Meshd,
+        a_ns,
+        "a",
+        "10.42.0.2",
+        node_config(&lhs),
+        |y| y,
+    );
+    let mut b_cfg = node_config(&lhs);
+    b_cfg.listen_port = 0;
+    let b = w.start(Impl::Meshd, b_ns, "b", "10.42.0.3", b_cfg, |y| y);
+    let mut c_cfg = node_config(&lhs);
+    // Without punchy.respond c cannot reach back to a on its own initiative.
+    c_cfg.punchy = false;
+    let c = w.start(Impl::Meshd, c_ns, "c", "10.42.0.4", c_cfg, move |y| {
+        y.replacen(
+            "lighthouse:\n",
+            &format!("lighthouse:\n  local_allow_list:\n    interfaces:\n      '{c_if}': false\n"),
+            1,
+        )
+    });
+
+    assert!(
+        w.ping_eventually(a, b, 20),
+        "a -> b on one LAN\n{}",
+        w.logs()
+    );
+    let b_log = w.nodes[b].process.log();
+    let port = b_log
+        .split("listen=0.0.0.0:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("b logs its listen address");
+    assert_ne!(port, "0");
+    let lan = w.routers[r]
+        .wan_ip()
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let expect = format!("remote=Some(192.168.{lan}.3:{port})");
+    assert!(
+        w.nodes[a].process.log().contains(&expect),
+        "a did not reach b at its LAN address and bound port ({expect})\n{}",
+        w.logs()
+    );
+
+    assert!(
+        !w.ping_eventually(a, c, 8),
+        "a reached c although c's LAN interface is not advertised\n{}",
+        w.logs()
+    );
+    assert!(
+        !w.nodes[a]
+            .process
+            .log()
+            .contains(&format!("192.168.{lan}.4")),
+        "c's denied LAN address reached a\n{}",
+        w.logs()
+    );
+}

@@ -97,6 +97,27 @@ impl World {
         (self.hosts.len() - 1, self.routers.len() - 1)
     }
 
+    /// Another namespace on router `router`'s LAN at `192.168.<n>.<last>`; returns (host index,
+    /// its interface name).
+    pub fn join_lan(&mut self, router: usize, last: u8) -> (usize, String) {
+        let r = &self.routers[router];
+        // With br_netfilter loaded (as on hosts running docker), frames between LAN ports pass
+        // the router's IP forward chain, whose policy drops them: keep the LAN a plain switch.
+        let _ = r
+            .ns()
+            .exec(&["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0"]);
+        let lan = r
+            .wan_ip()
+            .rsplit('.')
+            .next()
+            .expect("dotted quad")
+            .to_string();
+        let ns = Netns::new("msh");
+        let ifname = r.add_host(&ns, &format!("192.168.{lan}.{last}/24"));
+        self.hosts.push(ns);
+        (self.hosts.len() - 1, ifname)
+    }
+
     pub fn host(&self, i: usize) -> &Netns {
         &self.hosts[i]
     }
