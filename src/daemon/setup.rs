@@ -82,6 +82,9 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
         node::identity_from_cert(&pki.cert, &pki.key).context("building our identity from pki")?;
     let mut warnings = Vec::new();
     let node = node_config(c, &mut warnings);
+    if c.lighthouse.serve_dns && !c.lighthouse.am_lighthouse {
+        warnings.push("DNS server refusing to run because this host is not a lighthouse.".into());
+    }
     let cert_ips: Vec<Ipv4Addr> = pki.cert.ips().iter().map(|n| n.addr()).collect();
     let local = LocalIdentity::new(cert_ips, pki.cert.subnets().to_vec());
     let routes = route_plan(c, &identity)?;
@@ -445,7 +448,7 @@ mod tests {
         let mut yaml = pki_for(dir.path());
         yaml.push_str(
             "static_host_map: {\"10.9.0.1\": [\"192.0.2.1:4242\"]}\n\
-             lighthouse: {am_lighthouse: false, interval: 30, hosts: [10.9.0.1], \
+             lighthouse: {am_lighthouse: false, serve_dns: true, interval: 30, hosts: [10.9.0.1], \
                advertise_addrs: [\"localhost:0\", \"198.51.100.7:4300\"], \
                remote_allow_list: {10.0.0.0/8: false}, \
                remote_allow_ranges: {10.9.1.0/24: {192.168.0.0/16: false}}, \
@@ -460,6 +463,12 @@ mod tests {
         let plan = load(&cfg, now()).unwrap();
         let n = &plan.node;
         assert!(!n.am_lighthouse && !n.serve_dns && plan.dns.is_none());
+        // serve_dns without am_lighthouse: refused with a warning, as 1.6.1 does.
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("not a lighthouse")),
+            "{:?}",
+            plan.warnings
+        );
         assert_eq!(n.lighthouses, vec![VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))]);
         assert_eq!(n.lighthouse_interval.as_secs(), 30);
         assert!(n
