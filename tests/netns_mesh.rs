@@ -34,6 +34,10 @@ fn nat_mesh(lh: Impl, h1: Impl, h2: Impl) {
     let (h1_ns, _) = w.behind_nat(NatKind::PortRestricted);
     let (h2_ns, r2) = w.behind_nat(NatKind::PortRestricted);
     assert!(
+        !w.host(lh_ns).ping(w.routers[r2].wan_ip(), 1),
+        "router 2 answered unsolicited inbound traffic"
+    );
+    assert!(
         !w.host(h1_ns).ping("192.168.12.2", 1),
         "hosts behind different NATs reach each other's LAN"
     );
