@@ -296,3 +296,80 @@ fn hosts_on_one_lan_meet_at_their_local_addresses() {
         w.logs()
     );
 }
+
+/// A host whose only LAN address is denied by a `local_allow_list` CIDR gains a second address
+/// while running: the daemon notices the change and advertises it, and a LAN neighbour then
+/// reaches it there.
+#[test]
+fn a_new_local_address_is_advertised() {
+    if !ready("a_new_local_address_is_advertised") {
+        return;
+    }
+    let mut w = World::new();
+    let (lh_ns, _) = w.public(1);
+    let (a_ns, r) = w.behind_nat(NatKind::PortRestricted);
+    let (e_ns, e_if) = w.join_lan(r, 5);
+    let lan = w.routers[r]
+        .wan_ip()
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut cfg = node_config(&[]);
+    cfg.am_lighthouse = true;
+    w.start(Impl::Meshd, lh_ns, "lighthouse", LH_VPN, cfg, |y| y);
+    // A second subnet on the LAN, so e's reply to a leaves from e's new address (with one
+    // subnet the kernel would answer from e's primary, denied, address).
+    let a_if = w
+        .host(a_ns)
+        .ip(&["-o", "-4", "addr", "show", "to", "192.168.0.0/16"]);
+    let a_if = a_if
+        .split_whitespace()
+        .nth(1)
+        .expect("a's LAN interface")
+        .to_string();
+    w.host(a_ns)
+        .ip(&["addr", "add", "10.99.0.2/24", "dev", &a_if]);
+    let lhs = [(LH_VPN, LH_PUBLIC)];
+    let a = w.start(
+        Impl::Meshd,
+        a_ns,
+        "a",
+        "10.42.0.2",
+        node_config(&lhs),
+        |y| y,
+    );
+    let mut e_cfg = node_config(&lhs);
+    e_cfg.punchy = false;
+    let denied = format!("192.168.{lan}.5/32");
+    let e = w.start(Impl::Meshd, e_ns, "e", "10.42.0.5", e_cfg, move |y| {
+        y.replacen(
+            "lighthouse:\n",
+            &format!("lighthouse:\n  local_allow_list:\n    \"{denied}\": false\n"),
+            1,
+        )
+    });
+    assert!(w.ping_eventually(e, 0, 10), "e -> lighthouse\n{}", w.logs());
+    assert!(
+        !w.ping_eventually(a, e, 3),
+        "a reached e before e had an advertisable address\n{}",
+        w.logs()
+    );
+
+    let added = "10.99.0.6";
+    w.host(e_ns)
+        .ip(&["addr", "add", &format!("{added}/24"), "dev", &e_if]);
+    assert!(
+        w.ping_eventually(a, e, 25),
+        "a never reached e at its new address\n{}",
+        w.logs()
+    );
+    assert!(
+        w.nodes[a]
+            .process
+            .log()
+            .contains(&format!("remote=Some({added}:4242)")),
+        "a reached e, but not at the new address {added}\n{}",
+        w.logs()
+    );
+}
