@@ -161,6 +161,11 @@ show_remote() { # LOG PEER_VPN EXPECTED_NAT_IP
 }
 show_remote prod1-postgresql-0 10.10.10.3 203.0.113.12
 show_remote prod1-web-0 10.10.10.2 203.0.113.11
+echo "prod1-worker-0 (nebula 1.6.1) handshakes, with the peer addresses it used:"
+grep -o 'Handshake message \(received\|sent\).*udpAddr=[^ ]*' "$WORK/prod1-worker-0.log" \
+  | sed 's/\(Handshake message [a-z]*\).*\(udpAddr=[^ ]*\)/\1 ... \2/' | sort -u
+grep -q 'udpAddr="203.0.113.11:' "$WORK/prod1-worker-0.log" \
+  || { echo "nebula never used prod1-postgresql-0's NAT address" >&2; exit 1; }
 before="$(ip netns exec "${TAG}lh" cat "/sys/class/net/${TAG}lh/statistics/rx_bytes")"
 ip netns exec "${TAG}h1" ping -q -c 200 -i 0.005 -s 1000 10.10.10.3 | tail -2
 after="$(ip netns exec "${TAG}lh" cat "/sys/class/net/${TAG}lh/statistics/rx_bytes")"
