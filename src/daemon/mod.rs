@@ -4,6 +4,8 @@
 //! The event loop (written against the sans-IO `node`) plugs these pieces together. Linux only.
 
 pub mod batch;
+pub mod dns;
+pub mod local_addrs;
 pub mod logging;
 pub mod notify;
 pub mod reload;

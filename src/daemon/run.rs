@@ -24,6 +24,8 @@ use tokio::time::sleep_until;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{PacketBatch, RecvBatch, SendBatch, MAX_DATAGRAM, SLOT_SIZE};
+use super::dns::{self, DnsServer};
+use super::local_addrs::LocalAddrs;
 use super::logging::{self, LogHandle};
 use super::notify::Notifier;
 use super::reload::{self, Fixed};
@@ -61,6 +63,7 @@ enum Wake {
     Signal(SignalEvent),
     Udp(std::io::Result<usize>),
     Tun(std::io::Result<usize>),
+    Dns(std::io::Result<(usize, std::net::SocketAddr)>),
     Timer,
 }
 
@@ -77,6 +80,8 @@ pub struct Daemon {
     tun_in: PacketBatch,
     next_sweep: Instant,
     notifier: Notifier,
+    local_addrs: LocalAddrs,
+    dns: Option<DnsServer>,
     log: LogHandle,
     /// Where SIGHUP re-reads the configuration from (`None`: reload is refused).
     pub config_path: Option<PathBuf>,
@@ -88,7 +93,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Opens the device, routes and socket and builds the node. Must run inside tokio.
-    pub fn start(plan: Plan, log: LogHandle) -> anyhow::Result<Daemon> {
+    pub fn start(mut plan: Plan, log: LogHandle) -> anyhow::Result<Daemon> {
         for w in &plan.warnings {
             warn!("{w}");
         }
@@ -102,6 +107,8 @@ impl Daemon {
         };
         let udp = UdpSocket::bind(&plan.udp)?;
         let fixed = Fixed::of(&plan);
+        plan.node.listen_port = udp.local_addr().port();
+        let dns = plan.dns.as_ref().map(DnsServer::bind).transpose()?;
         let signals = Signals::new().context("installing signal handlers")?;
         let now = Instant::now();
         let mut node = Node::new(
@@ -113,12 +120,17 @@ impl Daemon {
             unix_now_nanos(),
         );
         node.set_filter(Box::new(FirewallFilter::new(plan.firewall, plan.local)));
+        let mut local_addrs = LocalAddrs::new(plan.local_interfaces);
+        local_addrs.refresh(&mut node, now);
         info!(
             vpn_ip = %node.identity().vpn_ip,
             listen = %udp.local_addr(),
             tun = tun.as_ref().map(|t| t.name()).unwrap_or("(disabled)"),
             "meshd started"
         );
+        if let Some(addr) = dns.as_ref().and_then(DnsServer::local_addr) {
+            info!(%addr, "serving lighthouse DNS");
+        }
         let notifier = Notifier::from_env();
         if let Err(e) = notifier.ready() {
             debug!(error = %e, "sd_notify READY failed");
@@ -134,6 +146,8 @@ impl Daemon {
             tun_in: PacketBatch::new(plan.batch, MAX_DATAGRAM),
             next_sweep: now,
             notifier,
+            local_addrs,
+            dns,
             log,
             config_path: None,
             fixed,
@@ -151,6 +165,12 @@ impl Daemon {
                 Wake::Udp(Err(e)) => warn!(error = %e, "udp receive failed"),
                 Wake::Tun(Ok(_)) => self.on_tun_batch().await,
                 Wake::Tun(Err(e)) => warn!(error = %e, "tun read failed"),
+                Wake::Dns(Ok((len, from))) => {
+                    if let Some(d) = &self.dns {
+                        d.answer(&self.node, len, from);
+                    }
+                }
+                Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -171,12 +191,14 @@ impl Daemon {
             signals,
             udp_in,
             tun_in,
+            dns,
             ..
         } = self;
         tokio::select! {
             s = signals.recv() => Wake::Signal(s),
             r = udp.recv_batch(udp_in) => Wake::Udp(r),
             r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
+            r = dns::recv(dns.as_mut()) => Wake::Dns(r),
             _ = sleep_until(deadline.into()) => Wake::Timer,
         }
     }
@@ -215,7 +237,10 @@ impl Daemon {
             .config_path
             .as_deref()
             .context("no configuration path to reload from")?;
-        let plan = setup::load(path, unix_now_secs())?;
+        let mut plan = setup::load(path, unix_now_secs())?;
+        // The socket stays bound where it is (a listen change is reported by `Fixed`), so the
+        // node keeps advertising the port actually bound, also for `listen.port: 0`.
+        plan.node.listen_port = self.udp.local_addr().port();
         for w in &plan.warnings {
             warn!("{w}");
         }
@@ -294,6 +319,7 @@ impl Daemon {
             if let Some(drops) = self.node.filter_mut().drop_report() {
                 debug!(%drops, "firewall drops");
             }
+            self.local_addrs.refresh(&mut self.node, now);
             self.send_status();
             if self.notifier.watchdog_interval().is_some() {
                 let _ = self.notifier.watchdog();

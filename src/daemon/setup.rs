@@ -43,6 +43,17 @@ pub struct Plan {
     pub log_format: Format,
     /// Non-fatal findings (config warnings, unresolvable static hosts) to log once logging is up.
     pub warnings: Vec<String>,
+    /// `local_allow_list.interfaces` rules, applied by `local_addrs` before the node sees them.
+    pub local_interfaces: Vec<(regex::Regex, bool)>,
+    /// Where to serve `lighthouse.serve_dns` (only when also `am_lighthouse`).
+    pub dns: Option<DnsListen>,
+}
+
+/// `lighthouse.dns.host` / `port`; an empty host means every address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsListen {
+    pub host: String,
+    pub port: u16,
 }
 
 /// Loads `path` (file or directory), runs every start-up check and builds the plan.
@@ -74,6 +85,9 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
     let mut warnings = Vec::new();
     let mut node = node_config(c, &mut warnings);
     routing_config(c, &mut node)?;
+    if c.lighthouse.serve_dns && !c.lighthouse.am_lighthouse {
+        warnings.push("DNS server refusing to run because this host is not a lighthouse.".into());
+    }
     let cert_ips: Vec<Ipv4Addr> = pki.cert.ips().iter().map(|n| n.addr()).collect();
     let local = LocalIdentity::new(cert_ips, pki.cert.subnets().to_vec());
     let routes = route_plan(c, &identity)?;
@@ -95,6 +109,16 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             LogFormat::Json => Format::Json,
         },
         warnings,
+        local_interfaces: c
+            .lighthouse
+            .local_allow_list
+            .as_ref()
+            .map(|l| l.interfaces.clone())
+            .unwrap_or_default(),
+        dns: (c.lighthouse.serve_dns && c.lighthouse.am_lighthouse).then(|| DnsListen {
+            host: c.lighthouse.dns.host.clone(),
+            port: c.lighthouse.dns.port,
+        }),
     })
 }
 
@@ -115,7 +139,83 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         tun_disabled: c.tun.disabled,
         connection_alive_interval: c.timers.connection_alive_interval,
         pending_deletion_interval: c.timers.pending_deletion_interval,
+        am_lighthouse: c.lighthouse.am_lighthouse,
+        lighthouses: lighthouses(c),
+        lighthouse_interval: c.lighthouse.interval,
+        advertise_addrs: advertise_addrs(c, warnings),
+        local_allow_list: c
+            .lighthouse
+            .local_allow_list
+            .as_ref()
+            .map(|l| l.cidrs.clone()),
+        remote_allow_list: c.lighthouse.remote_allow_list.clone(),
+        remote_allow_ranges: remote_allow_ranges(c, warnings),
+        preferred_ranges: c.preferred_ranges.clone(),
+        punch: c.punchy.punch,
+        punch_respond: c.punchy.respond,
+        punch_delay: c.punchy.delay,
+        punch_respond_delay: c.punchy.respond_delay,
+        // A relay forwards for others and never advertises relays of its own (1.6.1).
+        advertise_relays: if c.relay.am_relay {
+            Vec::new()
+        } else {
+            c.relay.relays.iter().map(|r| VpnIp::from(*r)).collect()
+        },
+        am_relay: c.relay.am_relay,
+        use_relays: c.relay.use_relays,
+        // Replaced by the bound port once the socket is open (`listen.port: 0`).
+        listen_port: c.listen.port,
+        serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
         ..NodeConfig::default()
+    }
+}
+
+/// `lighthouse.hosts`; a lighthouse ignores the list (1.6.1 warns and treats it as empty).
+fn lighthouses(c: &Config) -> Vec<VpnIp> {
+    if c.lighthouse.am_lighthouse {
+        return Vec::new();
+    }
+    c.lighthouse.hosts.iter().map(|h| VpnIp::from(*h)).collect()
+}
+
+/// `lighthouse.advertise_addrs` with host names resolved now; unresolvable names are warnings.
+fn advertise_addrs(c: &Config, warnings: &mut Vec<String>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for hp in &c.lighthouse.advertise_addrs {
+        match resolve(&hp.host, hp.port) {
+            Ok(found) => out.extend(found),
+            Err(e) => warnings.push(format!("lighthouse.advertise_addrs: {e}")),
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// `lighthouse.remote_allow_ranges`: only IPv4 VPN ranges can match a VPN IP in 1.6.1.
+fn remote_allow_ranges(
+    c: &Config,
+    warnings: &mut Vec<String>,
+) -> Vec<(node::Ipv4Net, config::AllowList)> {
+    let mut out = Vec::new();
+    for (net, list) in &c.lighthouse.remote_allow_ranges {
+        match net {
+            IpNet::V4(n) => out.push((*n, list.clone())),
+            IpNet::V6(..) => warnings.push(format!(
+                "lighthouse.remote_allow_ranges: {net} is not an IPv4 VPN range; ignored"
+            )),
+        }
+    }
+    out
+}
+
+/// Resolves `host` with the system resolver (IP literals pass straight through).
+fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
+    match host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(name) => (name.as_str(), port)
+            .to_socket_addrs()
+            .map(|found| found.collect())
+            .map_err(|e| format!("cannot resolve {name}: {e}")),
     }
 }
 
@@ -126,15 +226,9 @@ fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Ve
     for host in &c.static_host_map {
         let mut addrs = Vec::new();
         for hp in &host.addrs {
-            match &hp.host {
-                Host::Ip(ip) => addrs.push(SocketAddr::new(*ip, hp.port)),
-                Host::Name(name) => match (name.as_str(), hp.port).to_socket_addrs() {
-                    Ok(found) => addrs.extend(found),
-                    Err(e) => warnings.push(format!(
-                        "static_host_map {}: cannot resolve {name}: {e}",
-                        host.vpn_ip
-                    )),
-                },
+            match resolve(&hp.host, hp.port) {
+                Ok(found) => addrs.extend(found),
+                Err(e) => warnings.push(format!("static_host_map {}: {e}", host.vpn_ip)),
             }
         }
         addrs.dedup();
@@ -372,5 +466,88 @@ mod tests {
         std::fs::write(&cfg, "pki: {ca: /nonexistent/ca.crt}\n").unwrap();
         let err = format!("{:#}", load(&cfg, now()).unwrap_err());
         assert!(err.contains("ca.crt") || err.contains("pki"), "{err}");
+    }
+
+    #[test]
+    fn lighthouse_punchy_relay_and_dns_keys_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = pki_for(dir.path());
+        yaml.push_str(
+            "static_host_map: {\"10.9.0.1\": [\"192.0.2.1:4242\"]}\n\
+             lighthouse: {am_lighthouse: false, serve_dns: true, interval: 30, hosts: [10.9.0.1], \
+               advertise_addrs: [\"localhost:0\", \"198.51.100.7:4300\"], \
+               remote_allow_list: {10.0.0.0/8: false}, \
+               remote_allow_ranges: {10.9.1.0/24: {192.168.0.0/16: false}}, \
+               local_allow_list: {interfaces: {'docker.*': false}, 172.16.0.0/12: false}}\n\
+             preferred_ranges: [192.168.1.0/24]\n\
+             punchy: {punch: true, respond: true, delay: 2s, respond_delay: 3s}\n\
+             relay: {relays: [10.9.0.7], use_relays: false}\n\
+             listen: {port: 0}\n",
+        );
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        let n = &plan.node;
+        assert!(!n.am_lighthouse && !n.serve_dns && plan.dns.is_none());
+        // serve_dns without am_lighthouse: refused with a warning, as 1.6.1 does.
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("not a lighthouse")),
+            "{:?}",
+            plan.warnings
+        );
+        assert_eq!(n.lighthouses, vec![VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))]);
+        assert_eq!(n.lighthouse_interval.as_secs(), 30);
+        assert!(n
+            .advertise_addrs
+            .iter()
+            .any(|a| a.ip().is_loopback() && a.port() == 0));
+        assert!(n
+            .advertise_addrs
+            .contains(&"198.51.100.7:4300".parse().unwrap()));
+        let remote = n.remote_allow_list.as_ref().unwrap();
+        assert!(!remote.allows("10.1.2.3".parse().unwrap()));
+        assert!(remote.allows("192.0.2.1".parse().unwrap()));
+        assert_eq!(n.remote_allow_ranges.len(), 1);
+        let local = n.local_allow_list.as_ref().unwrap();
+        assert!(!local.allows("172.17.0.1".parse().unwrap()));
+        assert_eq!(plan.local_interfaces.len(), 1);
+        assert_eq!(n.preferred_ranges.len(), 1);
+        assert!(n.punch && n.punch_respond);
+        assert_eq!(
+            (n.punch_delay.as_secs(), n.punch_respond_delay.as_secs()),
+            (2, 3)
+        );
+        assert_eq!(
+            n.advertise_relays,
+            vec![VpnIp::from(Ipv4Addr::new(10, 9, 0, 7))]
+        );
+        assert!(!n.am_relay && !n.use_relays);
+
+        // A relay that is also a DNS-serving lighthouse: advertises no relays, ignores hosts.
+        yaml.push_str(
+            "lighthouse: {am_lighthouse: true, serve_dns: true, hosts: [10.9.0.1], \
+               dns: {host: 127.0.0.1, port: 5353}}\n\
+             relay: {am_relay: true, relays: [10.9.0.7]}\n",
+        );
+        let yaml = yaml.replacen(
+            "lighthouse: {am_lighthouse: false",
+            "x_lighthouse: {a: false",
+            1,
+        );
+        let yaml = yaml.replacen("relay: {relays: [10.9.0.7], use_relays: false}", "", 1);
+        // A lighthouse needs a fixed port.
+        let yaml = yaml.replacen("listen: {port: 0}", "listen: {port: 4242}", 1);
+        std::fs::write(&cfg, &yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        let n = &plan.node;
+        assert!(n.am_lighthouse && n.serve_dns && n.am_relay);
+        assert!(n.lighthouses.is_empty() && n.advertise_relays.is_empty());
+        assert_eq!(
+            plan.dns,
+            Some(DnsListen {
+                host: "127.0.0.1".into(),
+                port: 5353
+            })
+        );
     }
 }
