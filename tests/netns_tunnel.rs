@@ -350,13 +350,24 @@ fn sigterm_closes_tunnels_and_exits_cleanly() {
     assert!(closed, "nebula did not log the close:\n{}", nb.log());
 }
 
-/// `tun.disabled`: no device, yet meshd answers pings to its VPN IP through the tunnel.
+/// `tun.disabled`: no device, yet meshd answers pings to its VPN IP through the tunnel. Nebula
+/// (with a TUN) initiates and meshd responds; 200 pings and 1200-byte pings arrive without loss,
+/// with both ciphers.
 #[test]
-fn tun_disabled_node_answers_echo() {
-    if !ready("tun_disabled_node_answers_echo") {
+fn tun_disabled_node_answers_echo_aes() {
+    tun_disabled_node_answers_echo("tun_disabled_node_answers_echo_aes", "aes");
+}
+
+#[test]
+fn tun_disabled_node_answers_echo_chachapoly() {
+    tun_disabled_node_answers_echo("tun_disabled_node_answers_echo_chachapoly", "chachapoly");
+}
+
+fn tun_disabled_node_answers_echo(test: &str, cipher: &str) {
+    if !ready(test) {
         return;
     }
-    let pair = Pair::new("aes");
+    let pair = Pair::new(cipher);
     let yaml = std::fs::read_to_string(&pair.cfg_a).unwrap();
     let disabled = yaml.replace("tun:\n  disabled: false", "tun:\n  disabled: true");
     assert_ne!(yaml, disabled, "config layout changed");
@@ -385,6 +396,22 @@ fn tun_disabled_node_answers_echo() {
         na.log(),
         nb.log()
     );
+    // Bounded: 200 small echoes 10 ms apart, then 20 large ones (1200 bytes of payload fit the
+    // 1300-byte tunnel MTU); each burst must come back whole.
+    for (count, size, interval) in [("200", "56", "0.01"), ("20", "1200", "0.05")] {
+        let out = pair.b.exec(&[
+            "ping", "-n", "-q", "-c", count, "-s", size, "-i", interval, "-W", "2", VPN_A,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && text.contains(&format!("{count} received"))
+                && text.contains(" 0% packet loss"),
+            "ping -c {count} -s {size} through the tunnel lost packets:\n{text}\n{}\n{}",
+            na.log(),
+            nb.log()
+        );
+    }
 }
 
 /// The firewall from meshd's config is enforced on tunnel traffic: ICMP and one TCP port are
