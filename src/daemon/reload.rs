@@ -107,6 +107,7 @@ fn list(keys: &[&str]) -> String {
 /// half-way: every value was built by `setup::load` before the first change.
 pub fn apply(
     now: Instant,
+    unix_now: i64,
     plan: Plan,
     fixed: &Fixed,
     node: &mut Node,
@@ -131,7 +132,7 @@ pub fn apply(
         }
         None => false,
     };
-    let accepts = accepts(&plan.ca_pool, &plan.blocklist);
+    let accepts = accepts(&plan.ca_pool, &plan.blocklist, unix_now);
     let reloaded = node.apply_config(
         now,
         ReloadInput {
@@ -152,8 +153,78 @@ pub fn apply(
 
 /// Does the new pki still accept an established peer: its CA is in the pool and its
 /// fingerprint is not blocklisted? (Expiry was checked at handshake time, as in Nebula.)
-pub fn accepts(pool: &CaPool, blocklist: &[String]) -> Box<dyn Fn(&PeerCert) -> bool> {
-    let cas: BTreeSet<String> = pool.cas().map(|c| c.fingerprint().to_string()).collect();
+pub fn accepts(
+    pool: &CaPool,
+    blocklist: &[String],
+    unix_now: i64,
+) -> Box<dyn Fn(&PeerCert) -> bool> {
+    // An expired CA vouches for nobody, as in a fresh handshake's verify.
+    let cas: BTreeSet<String> = pool
+        .cas()
+        .filter(|c| !c.is_expired(unix_now))
+        .map(|c| c.fingerprint().to_string())
+        .collect();
     let blocked: BTreeSet<String> = blocklist.iter().map(|b| b.to_lowercase()).collect();
-    Box::new(move |p: &PeerCert| cas.contains(&p.issuer) && !blocked.contains(&p.fingerprint))
+    Box::new(move |p: &PeerCert| {
+        cas.contains(&p.issuer) && !blocked.contains(&p.fingerprint) && p.not_after >= unix_now
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::{CaSigningKey, CertDetails, NebulaCertificate};
+    use crate::node::VpnIp;
+    use std::net::Ipv4Addr;
+
+    fn ca(seed: u8, not_after: i64) -> NebulaCertificate {
+        let key = CaSigningKey::from_seed([seed; 32]);
+        CertDetails {
+            name: format!("ca{seed}"),
+            ips: vec![],
+            subnets: vec![],
+            groups: vec![],
+            not_before: 0,
+            not_after,
+            public_key: key.public_key(),
+            is_ca: true,
+            issuer: None,
+        }
+        .sign(&key)
+    }
+
+    fn peer(issuer: &NebulaCertificate, not_after: i64) -> PeerCert {
+        PeerCert {
+            vpn_ip: VpnIp::from(Ipv4Addr::new(10, 0, 0, 2)),
+            ips: vec![Ipv4Addr::new(10, 0, 0, 2)],
+            subnets: vec![],
+            name: "peer".into(),
+            groups: vec![],
+            fingerprint: "ab".repeat(32),
+            issuer: issuer.fingerprint().to_string(),
+            issuer_name: issuer.name().to_string(),
+            not_after,
+        }
+    }
+
+    /// What a reload keeps: peers of a live CA in the new pool, not blocklisted, not expired.
+    #[test]
+    fn reload_accepts_only_peers_still_valid() {
+        let now = 1_000;
+        let (live, dead, gone) = (ca(1, 5_000), ca(2, 500), ca(3, 5_000));
+        let mut pool = CaPool::new();
+        pool.add_ca(live.clone(), now).unwrap();
+        pool.add_ca(dead.clone(), now).unwrap();
+        let ok = accepts(&pool, &[], now);
+        assert!(ok(&peer(&live, 2_000)), "valid peer refused");
+        assert!(ok(&peer(&live, now)), "NotAfter is inclusive");
+        assert!(!ok(&peer(&live, now - 1)), "expired peer kept");
+        assert!(!ok(&peer(&dead, 2_000)), "peer of an expired CA kept");
+        assert!(
+            !ok(&peer(&gone, 2_000)),
+            "peer of a CA no longer in pki.ca kept"
+        );
+        let blocked = accepts(&pool, &["AB".repeat(32)], now);
+        assert!(!blocked(&peer(&live, 2_000)), "blocklisted peer kept");
+    }
 }

@@ -237,14 +237,22 @@ impl Daemon {
             .config_path
             .as_deref()
             .context("no configuration path to reload from")?;
-        let mut plan = setup::load(path, unix_now_secs())?;
+        let unix_now = unix_now_secs();
+        let mut plan = setup::load(path, unix_now)?;
         // The socket stays bound where it is (a listen change is reported by `Fixed`), so the
         // node keeps advertising the port actually bound, also for `listen.port: 0`.
         plan.node.listen_port = self.udp.local_addr().port();
         for w in &plan.warnings {
             warn!("{w}");
         }
-        let summary = reload::apply(Instant::now(), plan, &self.fixed, &mut self.node, &self.log)?;
+        let summary = reload::apply(
+            Instant::now(),
+            unix_now,
+            plan,
+            &self.fixed,
+            &mut self.node,
+            &self.log,
+        )?;
         for ip in &summary.node.disconnected {
             info!(vpn_ip = %ip, "peer no longer accepted by the new pki: tunnel closed");
         }

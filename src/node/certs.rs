@@ -48,6 +48,7 @@ pub fn peer_cert(cert: &NebulaCertificate, issuer_name: String) -> Result<PeerCe
         fingerprint: cert.fingerprint().to_string(),
         issuer: cert.issuer().map(|f| f.to_string()).unwrap_or_default(),
         issuer_name,
+        not_after: cert.not_after(),
     })
 }
 

@@ -121,6 +121,7 @@ mod tests {
             fingerprint: "ff".into(),
             issuer: "aa".into(),
             issuer_name: "ca".into(),
+            not_after: i64::MAX,
         }
     }
 

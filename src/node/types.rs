@@ -49,6 +49,8 @@ pub struct PeerCert {
     pub issuer: String,
     /// Name of the issuing CA (firewall `ca_name`).
     pub issuer_name: String,
+    /// The certificate's NotAfter (Unix seconds): a reload re-checks live peers against it.
+    pub not_after: i64,
 }
 
 impl PeerCert {
@@ -189,6 +191,7 @@ mod tests {
             fingerprint: String::new(),
             issuer: String::new(),
             issuer_name: String::new(),
+            not_after: i64::MAX,
         };
         assert!(p.allows_source(Ipv4Addr::new(10, 42, 1, 5)));
         assert!(
