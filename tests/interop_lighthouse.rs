@@ -12,119 +12,35 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use meshd::cert::CaPool;
+use common::nebula::{self, tools, Nebula};
 use meshd::config::{AllowList, IpNet};
-use meshd::node::{
-    identity_from_pem, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, TunOutcome,
-    VpnIp,
-};
+use meshd::node::{ipv4, DatagramOutcome, Event, Node, NodeConfig, TunOutcome, VpnIp};
 
 const LH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NEB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const MESH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
 const MESH2_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 4);
 
-/// Stops a nebula process (by PID) when the test ends, printing its log on failure.
-struct Nebula {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Nebula {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("---- {} ----\n{log}", self.log.display());
-        }
-    }
-}
-
-fn nebula_cert(args: &[&str]) {
-    let out = Command::new("nebula-cert")
-        .args(args)
-        .output()
-        .expect("run nebula-cert");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Starts nebula as `name` on 127.0.0.1:`port` with the given lighthouse section.
+fn nebula(dir: &Path, name: &str, port: u16, lighthouse: &str, static_map: &str) -> Nebula {
+    let extra = format!("static_host_map:\n{static_map}lighthouse:\n{lighthouse}");
+    nebula::start(dir, name, SocketAddr::from(([127, 0, 0, 1], port)), &extra)
 }
 
 fn make_certs(dir: &Path) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    nebula_cert(&[
-        "ca",
-        "-name",
-        "lh interop",
-        "-out-crt",
-        &p("ca.crt"),
-        "-out-key",
-        &p("ca.key"),
-    ]);
-    for (name, ip) in [
+    let hosts = [
         ("lh", LH_IP),
         ("neb", NEB_IP),
         ("mesh", MESH_IP),
         ("mesh2", MESH2_IP),
-    ] {
-        nebula_cert(&[
-            "sign",
-            "-name",
-            name,
-            "-ip",
-            &format!("{ip}/24"),
-            "-ca-crt",
-            &p("ca.crt"),
-            "-ca-key",
-            &p("ca.key"),
-            "-out-crt",
-            &p(&format!("{name}.crt")),
-            "-out-key",
-            &p(&format!("{name}.key")),
-        ]);
-    }
+    ];
+    nebula::make_certs(dir, "lh interop", &hosts);
 }
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts nebula as `name` on 127.0.0.1:`port` with the given lighthouse section.
-fn nebula(dir: &Path, name: &str, port: u16, lighthouse: &str, static_map: &str) -> Nebula {
-    let d = dir.display();
-    let cfg = format!(
-        "pki:\n  ca: {d}/ca.crt\n  cert: {d}/{name}.crt\n  key: {d}/{name}.key\n\
-         static_host_map:\n{static_map}\
-         lighthouse:\n{lighthouse}\
-         listen:\n  host: 127.0.0.1\n  port: {port}\n\
-         tun:\n  disabled: true\n  dev: nebula_{name}\n\
-         logging:\n  level: debug\n\
-         firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  \
-         inbound:\n    - port: any\n      proto: any\n      host: any\n"
-    );
-    let yml = dir.join(format!("{name}.yml"));
-    std::fs::write(&yml, cfg).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new("nebula")
-        .arg("-config")
-        .arg(&yml)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join(format!("{name}.err"))).unwrap(),
-        ))
-        .spawn()
-        .expect("start nebula");
-    Nebula { child, log }
+    nebula::free_port([127, 0, 0, 1])
 }
 
 /// Lighthouse section of a nebula host: registers with `LH_IP`, advertises only
@@ -135,13 +51,6 @@ fn nebula_client_lighthouse(port: u16) -> String {
          local_allow_list:\n    \"0.0.0.0/0\": false\n    \"::/0\": false\n  \
          advertise_addrs:\n    - \"127.0.0.2:{port}\"\n"
     )
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 fn loopback_only() -> AllowList {
@@ -165,13 +74,6 @@ struct Peer {
 
 impl Peer {
     fn new(dir: &Path, name: &str, config: NodeConfig) -> Peer {
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let identity =
-            identity_from_pem(&read(format!("{name}.crt")), &read(format!("{name}.key"))).unwrap();
-        let now_s = (unix_ns() / 1_000_000_000) as i64;
-        let pool = CaPool::from_pem(&read("ca.crt".into()), now_s)
-            .unwrap()
-            .pool;
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_nonblocking(true).unwrap();
         let config = NodeConfig {
@@ -179,16 +81,8 @@ impl Peer {
             tun_disabled: false,
             ..config
         };
-        let node = Node::new(
-            config,
-            identity,
-            Box::new(CaPoolVerifier { pool }),
-            7,
-            Instant::now(),
-            unix_ns(),
-        );
         Peer {
-            node,
+            node: nebula::node(dir, name, config, 7),
             sock,
             events: vec![],
             tun: vec![],
@@ -260,10 +154,6 @@ fn until(peers: &mut [&mut Peer], secs: u64, mut done: impl FnMut(&[&mut Peer]) 
         std::thread::sleep(Duration::from_millis(5));
     }
     done(peers)
-}
-
-fn tools(test: &str) -> bool {
-    common::require_tool(test, "nebula") && common::require_tool(test, "nebula-cert")
 }
 
 #[test]

@@ -13,13 +13,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use meshd::cert::CaPool;
+use common::nebula::{self, free_port, tools};
 use meshd::node::{
-    identity_from_pem, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, RelayRole,
-    RelayState, TunOutcome, VpnIp,
+    ipv4, DatagramOutcome, Event, Node, NodeConfig, RelayRole, RelayState, TunOutcome, VpnIp,
 };
 use meshd::wire::{Header, MessageType, Subtype};
 
@@ -31,118 +30,14 @@ fn vpn(ip: Ipv4Addr) -> VpnIp {
     VpnIp::from(ip)
 }
 
-/// A nebula process, killed by PID at the end of the test; its log is printed on failure.
-struct Nebula {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Nebula {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Nebula {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- {} ----\n{}", self.log.display(), self.log());
-        }
-    }
-}
-
-fn nebula_cert(args: &[&str]) {
-    let out = Command::new("nebula-cert")
-        .args(args)
-        .output()
-        .expect("run nebula-cert");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn make_certs(dir: &Path) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    nebula_cert(&[
-        "ca",
-        "-name",
-        "relay interop",
-        "-out-crt",
-        &p("ca.crt"),
-        "-out-key",
-        &p("ca.key"),
-    ]);
-    for (name, ip) in [("r", R_IP), ("a", A_IP), ("b", B_IP)] {
-        nebula_cert(&[
-            "sign",
-            "-name",
-            name,
-            "-ip",
-            &format!("{ip}/24"),
-            "-ca-crt",
-            &p("ca.crt"),
-            "-ca-key",
-            &p("ca.key"),
-            "-out-crt",
-            &p(&format!("{name}.crt")),
-            "-out-key",
-            &p(&format!("{name}.key")),
-        ]);
-    }
-}
-
-fn free_port(host: [u8; 4]) -> u16 {
-    UdpSocket::bind(SocketAddr::from((host, 0)))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts nebula as `name` listening on `listen`; `extra` holds the static_host_map,
-/// lighthouse and relay sections.
-fn nebula(dir: &Path, name: &str, listen: SocketAddr, extra: &str) -> Nebula {
-    let d = dir.display();
-    let cfg = format!(
-        "pki:\n  ca: {d}/ca.crt\n  cert: {d}/{name}.crt\n  key: {d}/{name}.key\n\
-         {extra}\
-         listen:\n  host: {}\n  port: {}\n\
-         tun:\n  disabled: true\n  dev: nebula_{name}\n\
-         logging:\n  level: debug\n\
-         firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  \
-         inbound:\n    - port: any\n      proto: any\n      host: any\n",
-        listen.ip(),
-        listen.port()
-    );
-    let yml = dir.join(format!("{name}.yml"));
-    std::fs::write(&yml, cfg).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new("nebula")
-        .arg("-config")
-        .arg(&yml)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join(format!("{name}.err"))).unwrap(),
-        ))
-        .spawn()
-        .expect("start nebula");
-    Nebula { child, log }
+    let hosts = [("r", R_IP), ("a", A_IP), ("b", B_IP)];
+    nebula::make_certs(dir, "relay interop", &hosts);
 }
 
 /// Lighthouse section for a host registering with R that advertises no interface addresses.
 fn no_local_addrs() -> &'static str {
     "  local_allow_list:\n    \"0.0.0.0/0\": false\n    \"::/0\": false\n"
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// A meshd node on its own loopback socket; datagrams to `blocked` are dropped (the shim
@@ -160,29 +55,14 @@ struct Peer {
 
 impl Peer {
     fn new(dir: &Path, name: &str, config: NodeConfig) -> Peer {
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let identity =
-            identity_from_pem(&read(format!("{name}.crt")), &read(format!("{name}.key"))).unwrap();
-        let now_s = (unix_ns() / 1_000_000_000) as i64;
-        let pool = CaPool::from_pem(&read("ca.crt".into()), now_s)
-            .unwrap()
-            .pool;
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_nonblocking(true).unwrap();
         let config = NodeConfig {
             listen_port: sock.local_addr().unwrap().port(),
             ..config
         };
-        let node = Node::new(
-            config,
-            identity,
-            Box::new(CaPoolVerifier { pool }),
-            11,
-            Instant::now(),
-            unix_ns(),
-        );
         Peer {
-            node,
+            node: nebula::node(dir, name, config, 11),
             sock,
             events: vec![],
             tun: vec![],
@@ -285,10 +165,6 @@ fn until(peers: &mut [&mut Peer], secs: u64, mut done: impl FnMut(&[&mut Peer]) 
     done(peers)
 }
 
-fn tools(test: &str) -> bool {
-    common::require_tool(test, "nebula") && common::require_tool(test, "nebula-cert")
-}
-
 /// A meshd client of lighthouse R at `r_addr` that names R as its relay.
 fn client_of(r_addr: SocketAddr) -> NodeConfig {
     NodeConfig {
@@ -308,7 +184,7 @@ fn nebula_relay_between_two_meshd_nodes() {
     let dir = common::tempdir();
     make_certs(dir.path());
     let r_addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
-    let r = nebula(
+    let r = nebula::start(
         dir.path(),
         "r",
         r_addr,
@@ -434,7 +310,7 @@ fn meshd_relay_between_two_nebula_nodes() {
          relay:\n  relays:\n    - \"{R_IP}\"\n",
         no_local_addrs()
     );
-    let nb = nebula(dir.path(), "b", b_addr, &b_cfg);
+    let nb = nebula::start(dir.path(), "b", b_addr, &b_cfg);
     let a_addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
     let ssh_port = free_port([127, 0, 0, 1]);
     let a_cfg = format!(
@@ -447,7 +323,7 @@ fn meshd_relay_between_two_nebula_nodes() {
         no_local_addrs(),
         host_key.display()
     );
-    let na = nebula(dir.path(), "a", a_addr, &a_cfg);
+    let na = nebula::start(dir.path(), "a", a_addr, &a_cfg);
     let both = until(&mut [&mut r], 10, |p| {
         p[0].node.lighthouse_entry(vpn(B_IP)).is_some()
             && p[0].node.hostmap().host(vpn(A_IP)).is_some()
@@ -534,7 +410,7 @@ fn meshd_pings_nebula_through_a_meshd_relay() {
          relay:\n  relays:\n    - \"{R_IP}\"\n",
         no_local_addrs()
     );
-    let _nb = nebula(dir.path(), "b", b_addr, &b_cfg);
+    let _nb = nebula::start(dir.path(), "b", b_addr, &b_cfg);
     let registered = until(&mut [&mut r], 10, |p| {
         p[0].node
             .lighthouse_entry(vpn(B_IP))

@@ -2,6 +2,7 @@
 //! a privileged test can run, and unique names for per-run resources.
 #![allow(dead_code)]
 
+pub mod nebula;
 pub mod netns;
 
 use std::path::PathBuf;
