@@ -10,13 +10,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::nebula::{self, tools, Nebula};
+use common::peer::{until, Peer};
 use meshd::config::{AllowList, IpNet};
-use meshd::node::{ipv4, DatagramOutcome, Event, Node, NodeConfig, TunOutcome, VpnIp};
+use meshd::node::{ipv4, NodeConfig, TunOutcome, VpnIp};
 
 const LH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NEB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
@@ -65,95 +66,28 @@ fn loopback_only() -> AllowList {
 }
 
 /// A meshd node on its own loopback socket.
-struct Peer {
-    node: Node,
-    sock: UdpSocket,
-    events: Vec<Event>,
-    tun: Vec<Vec<u8>>,
+fn peer(dir: &Path, name: &str, config: NodeConfig) -> Peer {
+    let config = NodeConfig {
+        tun_disabled: false,
+        ..config
+    };
+    Peer::new(dir, name, config, 7)
 }
 
-impl Peer {
-    fn new(dir: &Path, name: &str, config: NodeConfig) -> Peer {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let config = NodeConfig {
-            listen_port: sock.local_addr().unwrap().port(),
-            tun_disabled: false,
-            ..config
-        };
-        Peer {
-            node: nebula::node(dir, name, config, 7),
-            sock,
-            events: vec![],
-            tun: vec![],
-        }
-    }
+trait Ping {
+    fn ping(&mut self, to: Ipv4Addr, seq: u16) -> TunOutcome;
+}
 
-    fn addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap()
-    }
-
-    fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            assert!(
-                t.to.ip().is_loopback(),
-                "only loopback is addressed, not {}",
-                t.to
-            );
-            let _ = self.sock.send_to(&t.bytes, t.to);
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn step(&mut self) {
-        let mut buf = vec![0u8; 9001];
-        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-            if let DatagramOutcome::ToTun(r) =
-                self.node
-                    .handle_datagram(Instant::now(), from, &mut buf[..n])
-            {
-                self.tun.push(buf[r].to_vec());
-            }
-        }
-        self.node.handle_timeout(Instant::now());
-        self.flush();
-    }
-
+impl Ping for Peer {
     fn ping(&mut self, to: Ipv4Addr, seq: u16) -> TunOutcome {
-        let p = ipv4::echo_request(MESH_IP, to, 0x4c48, seq, b"lighthouse interop");
-        let mut out = vec![0u8; p.len() + 64];
-        let r = self.node.handle_tun_packet(Instant::now(), &p, &mut out);
-        if let TunOutcome::Send { to, len } = r {
-            let _ = self.sock.send_to(&out[..len], to);
-        }
-        self.flush();
-        r
+        self.send_tun(&ipv4::echo_request(
+            MESH_IP,
+            to,
+            0x4c48,
+            seq,
+            b"lighthouse interop",
+        ))
     }
-
-    fn got_reply(&self, from: Ipv4Addr, seq: u16) -> bool {
-        self.tun.iter().any(|p| {
-            ipv4::parse(p).is_ok_and(|i| {
-                i.src == from && p.get(20) == Some(&0) && p[26..28] == seq.to_be_bytes()
-            })
-        })
-    }
-}
-
-/// Steps every peer until `done` or `secs` pass.
-fn until(peers: &mut [&mut Peer], secs: u64, mut done: impl FnMut(&[&mut Peer]) -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done(peers) {
-            return true;
-        }
-        for p in peers.iter_mut() {
-            p.step();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    done(peers)
 }
 
 #[test]
@@ -163,7 +97,7 @@ fn meshd_lighthouse_serves_a_nebula_host() {
     }
     let dir = common::tempdir();
     make_certs(dir.path());
-    let mut lh = Peer::new(
+    let mut lh = peer(
         dir.path(),
         "lh",
         NodeConfig {
@@ -200,7 +134,7 @@ fn meshd_lighthouse_serves_a_nebula_host() {
     );
 
     // A meshd client that only knows the lighthouse finds nebula through it.
-    let mut client = Peer::new(
+    let mut client = peer(
         dir.path(),
         "mesh",
         NodeConfig {
@@ -256,7 +190,7 @@ fn nebula_lighthouse_answers_meshd() {
     );
     // Give the nebula host time to register.
     std::thread::sleep(Duration::from_secs(2));
-    let mut client = Peer::new(
+    let mut client = peer(
         dir.path(),
         "mesh",
         NodeConfig {
@@ -325,8 +259,8 @@ fn nebula_lighthouse_stores_meshd_update() {
         advertise_addrs: vec![marker],
         ..client_config()
     };
-    let mut a = Peer::new(dir.path(), "mesh", a_config);
-    let mut b = Peer::new(dir.path(), "mesh2", client_config());
+    let mut a = peer(dir.path(), "mesh", a_config);
+    let mut b = peer(dir.path(), "mesh2", client_config());
     let registered = until(&mut [&mut a], 10, |p| {
         p[0].node.hostmap().host(VpnIp::from(LH_IP)).is_some()
     });

@@ -11,16 +11,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::nebula::{self, free_port, tools};
-use meshd::node::{
-    ipv4, DatagramOutcome, Event, Node, NodeConfig, RelayRole, RelayState, TunOutcome, VpnIp,
-};
-use meshd::wire::{Header, MessageType, Subtype};
+use common::peer::{until, Peer};
+use meshd::node::{ipv4, NodeConfig, RelayRole, RelayState, TunOutcome, VpnIp};
 
 const R_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
@@ -40,100 +38,24 @@ fn no_local_addrs() -> &'static str {
     "  local_allow_list:\n    \"0.0.0.0/0\": false\n    \"::/0\": false\n"
 }
 
-/// A meshd node on its own loopback socket; datagrams to `blocked` are dropped (the shim
-/// that cuts the direct path).
-struct Peer {
-    node: Node,
-    sock: UdpSocket,
-    events: Vec<Event>,
-    tun: Vec<Vec<u8>>,
-    blocked: Vec<SocketAddr>,
-    /// Relay-framed datagrams received / sent.
-    relay_in: usize,
-    relay_out: usize,
+fn peer(dir: &Path, name: &str, config: NodeConfig) -> Peer {
+    Peer::new(dir, name, config, 11)
 }
 
-impl Peer {
-    fn new(dir: &Path, name: &str, config: NodeConfig) -> Peer {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let config = NodeConfig {
-            listen_port: sock.local_addr().unwrap().port(),
-            ..config
-        };
-        Peer {
-            node: nebula::node(dir, name, config, 11),
-            sock,
-            events: vec![],
-            tun: vec![],
-            blocked: vec![],
-            relay_in: 0,
-            relay_out: 0,
-        }
-    }
+trait RelayPeer {
+    fn ping(&mut self, from: Ipv4Addr, to: Ipv4Addr, seq: u16) -> TunOutcome;
+    fn relayed_to(&self, peer: Ipv4Addr, relay: Ipv4Addr) -> bool;
+}
 
-    fn addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap()
-    }
-
-    fn send(&mut self, to: SocketAddr, bytes: &[u8]) {
-        assert!(
-            to.ip().is_loopback(),
-            "only loopback is addressed, not {to}"
-        );
-        if self.blocked.contains(&to) {
-            return;
-        }
-        if is_relay(bytes) {
-            self.relay_out += 1;
-        }
-        let _ = self.sock.send_to(bytes, to);
-    }
-
-    fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            self.send(t.to, &t.bytes);
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn step(&mut self) {
-        let mut buf = vec![0u8; 9001];
-        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-            if is_relay(&buf[..n]) {
-                self.relay_in += 1;
-            }
-            let r = self
-                .node
-                .handle_datagram(Instant::now(), from, &mut buf[..n]);
-            if let DatagramOutcome::ToTun(r) = r {
-                self.tun.push(buf[r].to_vec());
-            }
-        }
-        self.node.handle_timeout(Instant::now());
-        self.flush();
-    }
-
+impl RelayPeer for Peer {
     fn ping(&mut self, from: Ipv4Addr, to: Ipv4Addr, seq: u16) -> TunOutcome {
-        let p = ipv4::echo_request(from, to, 0x5259, seq, b"relay interop payload");
-        let mut out = vec![0u8; p.len() + 128];
-        let r = self.node.handle_tun_packet(Instant::now(), &p, &mut out);
-        if let TunOutcome::Send { to, len } = r {
-            let bytes = out[..len].to_vec();
-            self.send(to, &bytes);
-        }
-        self.flush();
-        r
-    }
-
-    fn got_reply(&self, from: Ipv4Addr, seq: u16) -> bool {
-        self.tun.iter().any(|p| {
-            ipv4::parse(p).is_ok_and(|i| {
-                i.src == from && p.get(20) == Some(&0) && p[26..28] == seq.to_be_bytes()
-            })
-        })
+        self.send_tun(&ipv4::echo_request(
+            from,
+            to,
+            0x5259,
+            seq,
+            b"relay interop payload",
+        ))
     }
 
     fn relayed_to(&self, peer: Ipv4Addr, relay: Ipv4Addr) -> bool {
@@ -142,27 +64,6 @@ impl Peer {
             .host(vpn(peer))
             .is_some_and(|h| h.remote.is_none() && h.relay == Some(vpn(relay)))
     }
-}
-
-fn is_relay(b: &[u8]) -> bool {
-    Header::parse(b).is_ok_and(|h| {
-        h.message_type == MessageType::Message && h.subtype == Subtype::MESSAGE_RELAY
-    })
-}
-
-/// Steps every peer until `done` or `secs` pass.
-fn until(peers: &mut [&mut Peer], secs: u64, mut done: impl FnMut(&[&mut Peer]) -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done(peers) {
-            return true;
-        }
-        for p in peers.iter_mut() {
-            p.step();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    done(peers)
 }
 
 /// A meshd client of lighthouse R at `r_addr` that names R as its relay.
@@ -191,8 +92,8 @@ fn nebula_relay_between_two_meshd_nodes() {
         "static_host_map: {}\nlighthouse:\n  am_lighthouse: true\nrelay:\n  am_relay: true\n",
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut a = Peer::new(dir.path(), "a", client_of(r_addr));
-    let mut b = Peer::new(
+    let mut a = peer(dir.path(), "a", client_of(r_addr));
+    let mut b = peer(
         dir.path(),
         "b",
         NodeConfig {
@@ -291,7 +192,7 @@ fn meshd_relay_between_two_nebula_nodes() {
     let dir = common::tempdir();
     make_certs(dir.path());
     let (key, public, host_key) = ssh_keys(dir.path());
-    let mut r = Peer::new(
+    let mut r = peer(
         dir.path(),
         "r",
         NodeConfig {
@@ -393,7 +294,7 @@ fn meshd_pings_nebula_through_a_meshd_relay() {
     }
     let dir = common::tempdir();
     make_certs(dir.path());
-    let mut r = Peer::new(
+    let mut r = peer(
         dir.path(),
         "r",
         NodeConfig {
@@ -417,7 +318,7 @@ fn meshd_pings_nebula_through_a_meshd_relay() {
             .is_some_and(|(_, relays)| relays == vec![vpn(R_IP)])
     });
     assert!(registered, "nebula B registered with its relay list");
-    let mut a = Peer::new(dir.path(), "a", client_of(r_addr));
+    let mut a = peer(dir.path(), "a", client_of(r_addr));
     a.blocked.push(b_addr);
     let mut ok = false;
     for seq in 1..=3 {

@@ -4,6 +4,7 @@
 
 pub mod nebula;
 pub mod netns;
+pub mod peer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
