@@ -34,66 +34,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-die() { echo "iperf.sh: $*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, tun devices)"
-for tool in ip iperf3 ping python3 nebula-cert; do
-  command -v "$tool" >/dev/null || die "$tool is not installed (bash .ci/deps installs it)"
-done
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root_and_tools ip iperf3 ping python3 nebula-cert
 [ -x "$NEBULA" ] || die "nebula binary not found (use --nebula PATH)"
 [ -z "$MESHD" ] || [ -x "$MESHD" ] || die "--meshd $MESHD is not an executable"
 case "$CIPHER" in aes|chachapoly) ;; *) die "--cipher must be aes or chachapoly" ;; esac
-
-TAG="ib$(printf '%05d' $(( $$ % 100000 )))"
-NS_A="${TAG}a" NS_B="${TAG}b"
-VETH_A="${TAG}va" VETH_B="${TAG}vb"
-TUN_A="${TAG}ta" TUN_B="${TAG}tb"
-UNDER_A=192.0.2.1 UNDER_B=192.0.2.2
-VPN_A=10.42.0.1 VPN_B=10.42.0.2
-WORK="$(mktemp -d "/tmp/meshd-iperf.${TAG}.XXXXXX")"
-PIDS=()
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# True while $1 runs (an exited but unreaped child is a zombie, which kill -0 still accepts).
-alive() { [ -e "/proc/$1/stat" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat")" != Z ]; }
-
-# Stops one process we started: SIGTERM, up to 5 s grace, then SIGKILL.
-stop_pid() {
-  local pid="$1" i
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-# Polls a command every 0.1 s for at most $1 seconds.
-wait_until() {
-  local secs="$1" i; shift
-  for i in $(seq $(( secs * 10 ))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  return 1
-}
-
-setup_network() {
-  ip netns add "$NS_A"
-  ip netns add "$NS_B"
-  ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_B" netns "$NS_B"
-  ip -n "$NS_A" addr add "$UNDER_A/24" dev "$VETH_A"
-  ip -n "$NS_B" addr add "$UNDER_B/24" dev "$VETH_B"
-  local ns
-  for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-  ip -n "$NS_A" link set "$VETH_A" up
-  ip -n "$NS_B" link set "$VETH_B" up
-}
+bench_names ib iperf
 
 # write_config NAME VPN_IP TUN_DEV PEER_VPN PEER_UNDERLAY
 write_config() {

@@ -34,45 +34,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-die() { echo "soak.sh: $*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, tun devices)"
-for tool in ip iperf3 ping nebula-cert; do
-  command -v "$tool" >/dev/null || die "$tool is not installed (bash .ci/deps installs it)"
-done
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root_and_tools ip iperf3 ping nebula-cert
 [ -n "$MESHD" ] && [ -x "$MESHD" ] || die "--meshd PATH (an executable) is required"
 [ -x "$NEBULA" ] || die "nebula binary not found (use --nebula PATH)"
-
-TAG="sk$(printf '%05d' $(( $$ % 100000 )))"
-NS_A="${TAG}a" NS_B="${TAG}b" VETH_A="${TAG}va" VETH_B="${TAG}vb" TUN_A="${TAG}ta" TUN_B="${TAG}tb"
-UNDER_A=192.0.2.1 UNDER_B=192.0.2.2 VPN_A=10.42.0.1 VPN_B=10.42.0.2
-WORK="$(mktemp -d "/tmp/meshd-soak.${TAG}.XXXXXX")"
-PIDS=()
-
-alive() { [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ] && [ -e "/proc/$1/stat" ]; }
-stop_pid() {
-  local pid="$1" i
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_until() {
-  local secs="$1" i; shift
-  for i in $(seq $(( secs * 10 ))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  return 1
-}
+bench_names sk soak
 
 write_config() { # NAME VPN DEV PEER_VPN PEER_UNDERLAY
   nebula-cert sign -name "$1" -ip "$2/24" -ca-crt "$WORK/ca.crt" -ca-key "$WORK/ca.key" \
@@ -95,11 +62,7 @@ EOF
 EOF
 }
 
-ip netns add "$NS_A"; ip netns add "$NS_B"
-ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_B" netns "$NS_B"
-ip -n "$NS_A" addr add "$UNDER_A/24" dev "$VETH_A"; ip -n "$NS_B" addr add "$UNDER_B/24" dev "$VETH_B"
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set "$VETH_A" up; ip -n "$NS_B" link set "$VETH_B" up
+setup_network
 nebula-cert ca -name "meshd soak $TAG" -duration 24h -out-crt "$WORK/ca.crt" -out-key "$WORK/ca.key"
 write_config a "$VPN_A" "$TUN_A" "$VPN_B" "$UNDER_B"
 write_config b "$VPN_B" "$TUN_B" "$VPN_A" "$UNDER_A"

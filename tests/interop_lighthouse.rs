@@ -10,121 +10,38 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use meshd::cert::CaPool;
+use common::nebula::{self, tools, Nebula};
+use common::peer::{until, Peer};
 use meshd::config::{AllowList, IpNet};
-use meshd::node::{
-    identity_from_pem, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, TunOutcome,
-    VpnIp,
-};
+use meshd::node::{ipv4, NodeConfig, TunOutcome, VpnIp};
 
 const LH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NEB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const MESH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
 const MESH2_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 4);
 
-/// Stops a nebula process (by PID) when the test ends, printing its log on failure.
-struct Nebula {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Nebula {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("---- {} ----\n{log}", self.log.display());
-        }
-    }
-}
-
-fn nebula_cert(args: &[&str]) {
-    let out = Command::new("nebula-cert")
-        .args(args)
-        .output()
-        .expect("run nebula-cert");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Starts nebula as `name` on 127.0.0.1:`port` with the given lighthouse section.
+fn nebula(dir: &Path, name: &str, port: u16, lighthouse: &str, static_map: &str) -> Nebula {
+    let extra = format!("static_host_map:\n{static_map}lighthouse:\n{lighthouse}");
+    nebula::start(dir, name, SocketAddr::from(([127, 0, 0, 1], port)), &extra)
 }
 
 fn make_certs(dir: &Path) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    nebula_cert(&[
-        "ca",
-        "-name",
-        "lh interop",
-        "-out-crt",
-        &p("ca.crt"),
-        "-out-key",
-        &p("ca.key"),
-    ]);
-    for (name, ip) in [
+    let hosts = [
         ("lh", LH_IP),
         ("neb", NEB_IP),
         ("mesh", MESH_IP),
         ("mesh2", MESH2_IP),
-    ] {
-        nebula_cert(&[
-            "sign",
-            "-name",
-            name,
-            "-ip",
-            &format!("{ip}/24"),
-            "-ca-crt",
-            &p("ca.crt"),
-            "-ca-key",
-            &p("ca.key"),
-            "-out-crt",
-            &p(&format!("{name}.crt")),
-            "-out-key",
-            &p(&format!("{name}.key")),
-        ]);
-    }
+    ];
+    nebula::make_certs(dir, "lh interop", &hosts);
 }
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts nebula as `name` on 127.0.0.1:`port` with the given lighthouse section.
-fn nebula(dir: &Path, name: &str, port: u16, lighthouse: &str, static_map: &str) -> Nebula {
-    let d = dir.display();
-    let cfg = format!(
-        "pki:\n  ca: {d}/ca.crt\n  cert: {d}/{name}.crt\n  key: {d}/{name}.key\n\
-         static_host_map:\n{static_map}\
-         lighthouse:\n{lighthouse}\
-         listen:\n  host: 127.0.0.1\n  port: {port}\n\
-         tun:\n  disabled: true\n  dev: nebula_{name}\n\
-         logging:\n  level: debug\n\
-         firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  \
-         inbound:\n    - port: any\n      proto: any\n      host: any\n"
-    );
-    let yml = dir.join(format!("{name}.yml"));
-    std::fs::write(&yml, cfg).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new("nebula")
-        .arg("-config")
-        .arg(&yml)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join(format!("{name}.err"))).unwrap(),
-        ))
-        .spawn()
-        .expect("start nebula");
-    Nebula { child, log }
+    nebula::free_port([127, 0, 0, 1])
 }
 
 /// Lighthouse section of a nebula host: registers with `LH_IP`, advertises only
@@ -135,13 +52,6 @@ fn nebula_client_lighthouse(port: u16) -> String {
          local_allow_list:\n    \"0.0.0.0/0\": false\n    \"::/0\": false\n  \
          advertise_addrs:\n    - \"127.0.0.2:{port}\"\n"
     )
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 fn loopback_only() -> AllowList {
@@ -156,114 +66,28 @@ fn loopback_only() -> AllowList {
 }
 
 /// A meshd node on its own loopback socket.
-struct Peer {
-    node: Node,
-    sock: UdpSocket,
-    events: Vec<Event>,
-    tun: Vec<Vec<u8>>,
+fn peer(dir: &Path, name: &str, config: NodeConfig) -> Peer {
+    let config = NodeConfig {
+        tun_disabled: false,
+        ..config
+    };
+    Peer::new(dir, name, config, 7)
 }
 
-impl Peer {
-    fn new(dir: &Path, name: &str, config: NodeConfig) -> Peer {
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let identity =
-            identity_from_pem(&read(format!("{name}.crt")), &read(format!("{name}.key"))).unwrap();
-        let now_s = (unix_ns() / 1_000_000_000) as i64;
-        let pool = CaPool::from_pem(&read("ca.crt".into()), now_s)
-            .unwrap()
-            .pool;
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let config = NodeConfig {
-            listen_port: sock.local_addr().unwrap().port(),
-            tun_disabled: false,
-            ..config
-        };
-        let node = Node::new(
-            config,
-            identity,
-            Box::new(CaPoolVerifier { pool }),
-            7,
-            Instant::now(),
-            unix_ns(),
-        );
-        Peer {
-            node,
-            sock,
-            events: vec![],
-            tun: vec![],
-        }
-    }
+trait Ping {
+    fn ping(&mut self, to: Ipv4Addr, seq: u16) -> TunOutcome;
+}
 
-    fn addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap()
-    }
-
-    fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            assert!(
-                t.to.ip().is_loopback(),
-                "only loopback is addressed, not {}",
-                t.to
-            );
-            let _ = self.sock.send_to(&t.bytes, t.to);
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn step(&mut self) {
-        let mut buf = vec![0u8; 9001];
-        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-            if let DatagramOutcome::ToTun(r) =
-                self.node
-                    .handle_datagram(Instant::now(), from, &mut buf[..n])
-            {
-                self.tun.push(buf[r].to_vec());
-            }
-        }
-        self.node.handle_timeout(Instant::now());
-        self.flush();
-    }
-
+impl Ping for Peer {
     fn ping(&mut self, to: Ipv4Addr, seq: u16) -> TunOutcome {
-        let p = ipv4::echo_request(MESH_IP, to, 0x4c48, seq, b"lighthouse interop");
-        let mut out = vec![0u8; p.len() + 64];
-        let r = self.node.handle_tun_packet(Instant::now(), &p, &mut out);
-        if let TunOutcome::Send { to, len } = r {
-            let _ = self.sock.send_to(&out[..len], to);
-        }
-        self.flush();
-        r
+        self.send_tun(&ipv4::echo_request(
+            MESH_IP,
+            to,
+            0x4c48,
+            seq,
+            b"lighthouse interop",
+        ))
     }
-
-    fn got_reply(&self, from: Ipv4Addr, seq: u16) -> bool {
-        self.tun.iter().any(|p| {
-            ipv4::parse(p).is_ok_and(|i| {
-                i.src == from && p.get(20) == Some(&0) && p[26..28] == seq.to_be_bytes()
-            })
-        })
-    }
-}
-
-/// Steps every peer until `done` or `secs` pass.
-fn until(peers: &mut [&mut Peer], secs: u64, mut done: impl FnMut(&[&mut Peer]) -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done(peers) {
-            return true;
-        }
-        for p in peers.iter_mut() {
-            p.step();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    done(peers)
-}
-
-fn tools(test: &str) -> bool {
-    common::require_tool(test, "nebula") && common::require_tool(test, "nebula-cert")
 }
 
 #[test]
@@ -273,7 +97,7 @@ fn meshd_lighthouse_serves_a_nebula_host() {
     }
     let dir = common::tempdir();
     make_certs(dir.path());
-    let mut lh = Peer::new(
+    let mut lh = peer(
         dir.path(),
         "lh",
         NodeConfig {
@@ -310,7 +134,7 @@ fn meshd_lighthouse_serves_a_nebula_host() {
     );
 
     // A meshd client that only knows the lighthouse finds nebula through it.
-    let mut client = Peer::new(
+    let mut client = peer(
         dir.path(),
         "mesh",
         NodeConfig {
@@ -366,7 +190,7 @@ fn nebula_lighthouse_answers_meshd() {
     );
     // Give the nebula host time to register.
     std::thread::sleep(Duration::from_secs(2));
-    let mut client = Peer::new(
+    let mut client = peer(
         dir.path(),
         "mesh",
         NodeConfig {
@@ -435,8 +259,8 @@ fn nebula_lighthouse_stores_meshd_update() {
         advertise_addrs: vec![marker],
         ..client_config()
     };
-    let mut a = Peer::new(dir.path(), "mesh", a_config);
-    let mut b = Peer::new(dir.path(), "mesh2", client_config());
+    let mut a = peer(dir.path(), "mesh", a_config);
+    let mut b = peer(dir.path(), "mesh2", client_config());
     let registered = until(&mut [&mut a], 10, |p| {
         p[0].node.hostmap().host(VpnIp::from(LH_IP)).is_some()
     });

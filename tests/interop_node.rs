@@ -7,79 +7,22 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use meshd::cert::CaPool;
+use common::nebula::{self, Nebula};
 use meshd::crypto::Cipher;
-use meshd::node::{
-    identity_from_pem, ipv4, CaPoolVerifier, DatagramOutcome, DropReason, Event, Node, NodeConfig,
-    TunOutcome, VpnIp,
-};
+use meshd::node::{ipv4, DatagramOutcome, DropReason, Event, Node, NodeConfig, TunOutcome, VpnIp};
 
 const NEBULA_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const MESHD_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-
-/// Kills the nebula process (by PID) when the test ends, even on panic.
-struct NebulaGuard {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for NebulaGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("---- nebula log ----\n{log}");
-        }
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run nebula-cert");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_certs(dir: &Path) {
-    let d = dir.to_str().unwrap();
-    run(Command::new("nebula-cert")
-        .args(["ca", "-name", "interop ca", "-out-crt"])
-        .arg(format!("{d}/ca.crt"))
-        .arg("-out-key")
-        .arg(format!("{d}/ca.key")));
-    for (name, ip) in [("neb", NEBULA_IP), ("mesh", MESHD_IP)] {
-        run(Command::new("nebula-cert")
-            .args(["sign", "-name", name, "-ip", &format!("{ip}/24")])
-            .arg("-ca-crt")
-            .arg(format!("{d}/ca.crt"))
-            .arg("-ca-key")
-            .arg(format!("{d}/ca.key"))
-            .arg("-out-crt")
-            .arg(format!("{d}/{name}.crt"))
-            .arg("-out-key")
-            .arg(format!("{d}/{name}.key")));
-    }
-}
 
 fn start_nebula(
     dir: &Path,
     cipher: &str,
     meshd_addr: SocketAddr,
     as_lighthouse_client: bool,
-) -> (NebulaGuard, SocketAddr) {
-    // Reserve a free loopback port for nebula.
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let d = dir.display();
+) -> (Nebula, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], nebula::free_port([127, 0, 0, 1])));
     let lighthouse = if as_lighthouse_client {
         format!(
             "lighthouse:\n  am_lighthouse: false\n  interval: 60\n  hosts:\n    - \"{MESHD_IP}\"\n"
@@ -87,63 +30,21 @@ fn start_nebula(
     } else {
         "lighthouse:\n  am_lighthouse: false\n".to_string()
     };
-    let cfg = format!(
-        "pki:\n  ca: {d}/ca.crt\n  cert: {d}/neb.crt\n  key: {d}/neb.key\n\
-         static_host_map:\n  \"{MESHD_IP}\": [\"{meshd_addr}\"]\n{lighthouse}\
-         listen:\n  host: 127.0.0.1\n  port: {port}\n\
-         tun:\n  disabled: true\n  dev: nebula_it\n\
-         cipher: {cipher}\n\
-         logging:\n  level: debug\n\
-         firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  \
-         inbound:\n    - port: any\n      proto: any\n      host: any\n"
+    let extra = format!(
+        "static_host_map:\n  \"{MESHD_IP}\": [\"{meshd_addr}\"]\n{lighthouse}\
+         cipher: {cipher}\n"
     );
-    std::fs::write(dir.join("neb.yml"), cfg).unwrap();
-    (spawn_nebula(dir), SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-/// Starts (or restarts) nebula with the config already written to `dir/neb.yml`.
-fn spawn_nebula(dir: &Path) -> NebulaGuard {
-    let log = dir.join("neb.log");
-    let child = Command::new("nebula")
-        .arg("-config")
-        .arg(dir.join("neb.yml"))
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("neb.err")).unwrap(),
-        ))
-        .spawn()
-        .expect("start nebula");
-    NebulaGuard { child, log }
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    (nebula::start(dir, "neb", addr, &extra), addr)
 }
 
 fn make_node(dir: &Path, cipher: Cipher, nebula_addr: SocketAddr) -> Node {
-    let cert = std::fs::read(dir.join("mesh.crt")).unwrap();
-    let key = std::fs::read(dir.join("mesh.key")).unwrap();
-    let identity = identity_from_pem(&cert, &key).expect("identity");
-    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
-    let now_s = (unix_ns() / 1_000_000_000) as i64;
-    let pool: CaPool = CaPool::from_pem(&ca, now_s).expect("ca").pool;
     let config = NodeConfig {
         cipher,
         static_host_map: BTreeMap::from([(VpnIp::from(NEBULA_IP), vec![nebula_addr])]),
         tun_disabled: false,
         ..NodeConfig::default()
     };
-    Node::new(
-        config,
-        identity,
-        Box::new(CaPoolVerifier { pool }),
-        42,
-        Instant::now(),
-        unix_ns(),
-    )
+    nebula::node(dir, "mesh", config, 42)
 }
 
 /// Drives node <-> socket until `done` says so or the deadline passes.
@@ -227,13 +128,15 @@ fn ping(d: &mut Driver, seq: u16) -> TunOutcome {
 }
 
 fn initiator(cipher_name: &str, cipher: Cipher) {
-    if !common::require_tool("interop_initiator", "nebula")
-        || !common::require_tool("interop_initiator", "nebula-cert")
-    {
+    if !nebula::tools("interop_initiator") {
         return;
     }
     let dir = common::tempdir();
-    make_certs(dir.path());
+    nebula::make_certs(
+        dir.path(),
+        "interop ca",
+        &[("neb", NEBULA_IP), ("mesh", MESHD_IP)],
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (_guard, neb_addr) =
         start_nebula(dir.path(), cipher_name, sock.local_addr().unwrap(), false);
@@ -277,10 +180,9 @@ fn initiator(cipher_name: &str, cipher: Cipher) {
     d.node.close_all(Instant::now());
     d.flush();
     assert_eq!(d.node.hostmap().host_count(), 0);
-    let log = _guard.log.clone();
     let deadline = Instant::now() + Duration::from_secs(3);
     let closed = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = _guard.log();
         if text.contains("Close tunnel received") {
             break true;
         }
@@ -293,13 +195,15 @@ fn initiator(cipher_name: &str, cipher: Cipher) {
 }
 
 fn responder(cipher_name: &str, cipher: Cipher) {
-    if !common::require_tool("interop_responder", "nebula")
-        || !common::require_tool("interop_responder", "nebula-cert")
-    {
+    if !nebula::tools("interop_responder") {
         return;
     }
     let dir = common::tempdir();
-    make_certs(dir.path());
+    nebula::make_certs(
+        dir.path(),
+        "interop ca",
+        &[("neb", NEBULA_IP), ("mesh", MESHD_IP)],
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (_guard, neb_addr) =
         start_nebula(dir.path(), cipher_name, sock.local_addr().unwrap(), true);
@@ -340,7 +244,7 @@ fn responder(cipher_name: &str, cipher: Cipher) {
     assert_eq!(d.node.drops().get(DropReason::AuthFailed), 0);
     // SIGTERM: nebula sends an encrypted closeTunnel, which we authenticate and act on.
     // SAFETY: kill(2) on the PID of the child this test spawned.
-    unsafe { libc::kill(_guard.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(_guard.pid() as i32, libc::SIGTERM) };
     let closed = d.until(5, |d| {
         d.events.iter().any(|e| {
             matches!(
@@ -364,13 +268,15 @@ fn responder(cipher_name: &str, cipher: Cipher) {
 /// handshake and replaces its tunnel.
 #[test]
 fn interop_meshd_restart_replaces_tunnel() {
-    if !common::require_tool("interop_meshd_restart", "nebula")
-        || !common::require_tool("interop_meshd_restart", "nebula-cert")
-    {
+    if !nebula::tools("interop_meshd_restart") {
         return;
     }
     let dir = common::tempdir();
-    make_certs(dir.path());
+    nebula::make_certs(
+        dir.path(),
+        "interop ca",
+        &[("neb", NEBULA_IP), ("mesh", MESHD_IP)],
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (_guard, neb_addr) = start_nebula(dir.path(), "aes", sock.local_addr().unwrap(), false);
     std::thread::sleep(Duration::from_millis(500));
@@ -396,13 +302,15 @@ fn interop_meshd_restart_replaces_tunnel() {
 /// closes our side, and the next packet re-handshakes.
 #[test]
 fn interop_nebula_restart_recv_errors() {
-    if !common::require_tool("interop_nebula_restart", "nebula")
-        || !common::require_tool("interop_nebula_restart", "nebula-cert")
-    {
+    if !nebula::tools("interop_nebula_restart") {
         return;
     }
     let dir = common::tempdir();
-    make_certs(dir.path());
+    nebula::make_certs(
+        dir.path(),
+        "interop ca",
+        &[("neb", NEBULA_IP), ("mesh", MESHD_IP)],
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (guard, neb_addr) =
         start_nebula(dir.path(), "chachapoly", sock.local_addr().unwrap(), false);
@@ -416,7 +324,7 @@ fn interop_nebula_restart_recv_errors() {
     ping(&mut d, 1);
     assert!(d.until(10, |d| d.echo_replies().contains(&1)));
     drop(guard);
-    let _guard = spawn_nebula(dir.path());
+    let _guard = nebula::spawn(dir.path(), "neb");
     std::thread::sleep(Duration::from_millis(700));
     let nebula = VpnIp::from(NEBULA_IP);
     for seq in 2..=4 {

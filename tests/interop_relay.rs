@@ -11,17 +11,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::Duration;
 
-use meshd::cert::CaPool;
-use meshd::node::{
-    identity_from_pem, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, RelayRole,
-    RelayState, TunOutcome, VpnIp,
-};
-use meshd::wire::{Header, MessageType, Subtype};
+use common::nebula::{self, free_port, tools};
+use common::peer::{until, Peer};
+use meshd::node::{ipv4, NodeConfig, RelayRole, RelayState, TunOutcome, VpnIp};
 
 const R_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
@@ -31,106 +28,9 @@ fn vpn(ip: Ipv4Addr) -> VpnIp {
     VpnIp::from(ip)
 }
 
-/// A nebula process, killed by PID at the end of the test; its log is printed on failure.
-struct Nebula {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Nebula {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Nebula {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- {} ----\n{}", self.log.display(), self.log());
-        }
-    }
-}
-
-fn nebula_cert(args: &[&str]) {
-    let out = Command::new("nebula-cert")
-        .args(args)
-        .output()
-        .expect("run nebula-cert");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn make_certs(dir: &Path) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    nebula_cert(&[
-        "ca",
-        "-name",
-        "relay interop",
-        "-out-crt",
-        &p("ca.crt"),
-        "-out-key",
-        &p("ca.key"),
-    ]);
-    for (name, ip) in [("r", R_IP), ("a", A_IP), ("b", B_IP)] {
-        nebula_cert(&[
-            "sign",
-            "-name",
-            name,
-            "-ip",
-            &format!("{ip}/24"),
-            "-ca-crt",
-            &p("ca.crt"),
-            "-ca-key",
-            &p("ca.key"),
-            "-out-crt",
-            &p(&format!("{name}.crt")),
-            "-out-key",
-            &p(&format!("{name}.key")),
-        ]);
-    }
-}
-
-fn free_port(host: [u8; 4]) -> u16 {
-    UdpSocket::bind(SocketAddr::from((host, 0)))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts nebula as `name` listening on `listen`; `extra` holds the static_host_map,
-/// lighthouse and relay sections.
-fn nebula(dir: &Path, name: &str, listen: SocketAddr, extra: &str) -> Nebula {
-    let d = dir.display();
-    let cfg = format!(
-        "pki:\n  ca: {d}/ca.crt\n  cert: {d}/{name}.crt\n  key: {d}/{name}.key\n\
-         {extra}\
-         listen:\n  host: {}\n  port: {}\n\
-         tun:\n  disabled: true\n  dev: nebula_{name}\n\
-         logging:\n  level: debug\n\
-         firewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  \
-         inbound:\n    - port: any\n      proto: any\n      host: any\n",
-        listen.ip(),
-        listen.port()
-    );
-    let yml = dir.join(format!("{name}.yml"));
-    std::fs::write(&yml, cfg).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new("nebula")
-        .arg("-config")
-        .arg(&yml)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join(format!("{name}.err"))).unwrap(),
-        ))
-        .spawn()
-        .expect("start nebula");
-    Nebula { child, log }
+    let hosts = [("r", R_IP), ("a", A_IP), ("b", B_IP)];
+    nebula::make_certs(dir, "relay interop", &hosts);
 }
 
 /// Lighthouse section for a host registering with R that advertises no interface addresses.
@@ -138,122 +38,24 @@ fn no_local_addrs() -> &'static str {
     "  local_allow_list:\n    \"0.0.0.0/0\": false\n    \"::/0\": false\n"
 }
 
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+fn peer(dir: &Path, name: &str, config: NodeConfig) -> Peer {
+    Peer::new(dir, name, config, 11)
 }
 
-/// A meshd node on its own loopback socket; datagrams to `blocked` are dropped (the shim
-/// that cuts the direct path).
-struct Peer {
-    node: Node,
-    sock: UdpSocket,
-    events: Vec<Event>,
-    tun: Vec<Vec<u8>>,
-    blocked: Vec<SocketAddr>,
-    /// Relay-framed datagrams received / sent.
-    relay_in: usize,
-    relay_out: usize,
+trait RelayPeer {
+    fn ping(&mut self, from: Ipv4Addr, to: Ipv4Addr, seq: u16) -> TunOutcome;
+    fn relayed_to(&self, peer: Ipv4Addr, relay: Ipv4Addr) -> bool;
 }
 
-impl Peer {
-    fn new(dir: &Path, name: &str, config: NodeConfig) -> Peer {
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let identity =
-            identity_from_pem(&read(format!("{name}.crt")), &read(format!("{name}.key"))).unwrap();
-        let now_s = (unix_ns() / 1_000_000_000) as i64;
-        let pool = CaPool::from_pem(&read("ca.crt".into()), now_s)
-            .unwrap()
-            .pool;
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let config = NodeConfig {
-            listen_port: sock.local_addr().unwrap().port(),
-            ..config
-        };
-        let node = Node::new(
-            config,
-            identity,
-            Box::new(CaPoolVerifier { pool }),
-            11,
-            Instant::now(),
-            unix_ns(),
-        );
-        Peer {
-            node,
-            sock,
-            events: vec![],
-            tun: vec![],
-            blocked: vec![],
-            relay_in: 0,
-            relay_out: 0,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap()
-    }
-
-    fn send(&mut self, to: SocketAddr, bytes: &[u8]) {
-        assert!(
-            to.ip().is_loopback(),
-            "only loopback is addressed, not {to}"
-        );
-        if self.blocked.contains(&to) {
-            return;
-        }
-        if is_relay(bytes) {
-            self.relay_out += 1;
-        }
-        let _ = self.sock.send_to(bytes, to);
-    }
-
-    fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            self.send(t.to, &t.bytes);
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn step(&mut self) {
-        let mut buf = vec![0u8; 9001];
-        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-            if is_relay(&buf[..n]) {
-                self.relay_in += 1;
-            }
-            let r = self
-                .node
-                .handle_datagram(Instant::now(), from, &mut buf[..n]);
-            if let DatagramOutcome::ToTun(r) = r {
-                self.tun.push(buf[r].to_vec());
-            }
-        }
-        self.node.handle_timeout(Instant::now());
-        self.flush();
-    }
-
+impl RelayPeer for Peer {
     fn ping(&mut self, from: Ipv4Addr, to: Ipv4Addr, seq: u16) -> TunOutcome {
-        let p = ipv4::echo_request(from, to, 0x5259, seq, b"relay interop payload");
-        let mut out = vec![0u8; p.len() + 128];
-        let r = self.node.handle_tun_packet(Instant::now(), &p, &mut out);
-        if let TunOutcome::Send { to, len } = r {
-            let bytes = out[..len].to_vec();
-            self.send(to, &bytes);
-        }
-        self.flush();
-        r
-    }
-
-    fn got_reply(&self, from: Ipv4Addr, seq: u16) -> bool {
-        self.tun.iter().any(|p| {
-            ipv4::parse(p).is_ok_and(|i| {
-                i.src == from && p.get(20) == Some(&0) && p[26..28] == seq.to_be_bytes()
-            })
-        })
+        self.send_tun(&ipv4::echo_request(
+            from,
+            to,
+            0x5259,
+            seq,
+            b"relay interop payload",
+        ))
     }
 
     fn relayed_to(&self, peer: Ipv4Addr, relay: Ipv4Addr) -> bool {
@@ -262,31 +64,6 @@ impl Peer {
             .host(vpn(peer))
             .is_some_and(|h| h.remote.is_none() && h.relay == Some(vpn(relay)))
     }
-}
-
-fn is_relay(b: &[u8]) -> bool {
-    Header::parse(b).is_ok_and(|h| {
-        h.message_type == MessageType::Message && h.subtype == Subtype::MESSAGE_RELAY
-    })
-}
-
-/// Steps every peer until `done` or `secs` pass.
-fn until(peers: &mut [&mut Peer], secs: u64, mut done: impl FnMut(&[&mut Peer]) -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done(peers) {
-            return true;
-        }
-        for p in peers.iter_mut() {
-            p.step();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    done(peers)
-}
-
-fn tools(test: &str) -> bool {
-    common::require_tool(test, "nebula") && common::require_tool(test, "nebula-cert")
 }
 
 /// A meshd client of lighthouse R at `r_addr` that names R as its relay.
@@ -308,15 +85,15 @@ fn nebula_relay_between_two_meshd_nodes() {
     let dir = common::tempdir();
     make_certs(dir.path());
     let r_addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
-    let r = nebula(
+    let r = nebula::start(
         dir.path(),
         "r",
         r_addr,
         "static_host_map: {}\nlighthouse:\n  am_lighthouse: true\nrelay:\n  am_relay: true\n",
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut a = Peer::new(dir.path(), "a", client_of(r_addr));
-    let mut b = Peer::new(
+    let mut a = peer(dir.path(), "a", client_of(r_addr));
+    let mut b = peer(
         dir.path(),
         "b",
         NodeConfig {
@@ -415,7 +192,7 @@ fn meshd_relay_between_two_nebula_nodes() {
     let dir = common::tempdir();
     make_certs(dir.path());
     let (key, public, host_key) = ssh_keys(dir.path());
-    let mut r = Peer::new(
+    let mut r = peer(
         dir.path(),
         "r",
         NodeConfig {
@@ -434,7 +211,7 @@ fn meshd_relay_between_two_nebula_nodes() {
          relay:\n  relays:\n    - \"{R_IP}\"\n",
         no_local_addrs()
     );
-    let nb = nebula(dir.path(), "b", b_addr, &b_cfg);
+    let nb = nebula::start(dir.path(), "b", b_addr, &b_cfg);
     let a_addr = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1])));
     let ssh_port = free_port([127, 0, 0, 1]);
     let a_cfg = format!(
@@ -447,7 +224,7 @@ fn meshd_relay_between_two_nebula_nodes() {
         no_local_addrs(),
         host_key.display()
     );
-    let na = nebula(dir.path(), "a", a_addr, &a_cfg);
+    let na = nebula::start(dir.path(), "a", a_addr, &a_cfg);
     let both = until(&mut [&mut r], 10, |p| {
         p[0].node.lighthouse_entry(vpn(B_IP)).is_some()
             && p[0].node.hostmap().host(vpn(A_IP)).is_some()
@@ -517,7 +294,7 @@ fn meshd_pings_nebula_through_a_meshd_relay() {
     }
     let dir = common::tempdir();
     make_certs(dir.path());
-    let mut r = Peer::new(
+    let mut r = peer(
         dir.path(),
         "r",
         NodeConfig {
@@ -534,14 +311,14 @@ fn meshd_pings_nebula_through_a_meshd_relay() {
          relay:\n  relays:\n    - \"{R_IP}\"\n",
         no_local_addrs()
     );
-    let _nb = nebula(dir.path(), "b", b_addr, &b_cfg);
+    let _nb = nebula::start(dir.path(), "b", b_addr, &b_cfg);
     let registered = until(&mut [&mut r], 10, |p| {
         p[0].node
             .lighthouse_entry(vpn(B_IP))
             .is_some_and(|(_, relays)| relays == vec![vpn(R_IP)])
     });
     assert!(registered, "nebula B registered with its relay list");
-    let mut a = Peer::new(dir.path(), "a", client_of(r_addr));
+    let mut a = peer(dir.path(), "a", client_of(r_addr));
     a.blocked.push(b_addr);
     let mut ok = false;
     for seq in 1..=3 {

@@ -3,54 +3,27 @@
 //! peer-growable tables (remote lists, punch schedule, outputs) must stay bounded.
 #![no_main]
 
+#[path = "node_common.rs"]
+mod node_common;
+
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use meshd::cert::{CaPool, CaSigningKey, CertDetails, Ipv4Net, X25519PrivateKey};
-use meshd::node::{identity_from_cert, CaPoolVerifier, Node, NodeConfig, VpnIp};
+use meshd::cert::CaSigningKey;
+use meshd::node::{Node, NodeConfig};
 use meshd::wire::NebulaMeta;
+use node_common::vpn;
 use prost::Message;
 
-const EPOCH_S: u64 = 1_750_000_000;
 const LH: ([u8; 4], u16) = ([192, 0, 2, 1], 4242);
 const CLIENT: ([u8; 4], u16) = ([192, 0, 2, 2], 4242);
-
-fn vpn(n: u8) -> VpnIp {
-    VpnIp::from(Ipv4Addr::new(10, 0, 0, n))
-}
 
 /// Lighthouse 10.0.0.1 and its client 10.0.0.2 (punch and respond on).
 fn pair(now: Instant) -> (Node, Node) {
     let ca_key = CaSigningKey::from_seed([9; 32]);
-    let ca = CertDetails {
-        name: "fuzz ca".into(),
-        not_before: EPOCH_S as i64 - 3600,
-        not_after: EPOCH_S as i64 + 86400,
-        public_key: ca_key.public_key(),
-        is_ca: true,
-        ..CertDetails::default()
-    }
-    .sign(&ca_key);
-    let make = |n: u8, config: NodeConfig| {
-        let key = X25519PrivateKey::from_bytes([n; 32]);
-        let cert = CertDetails {
-            name: format!("n{n}"),
-            ips: vec![Ipv4Net::new(Ipv4Addr::new(10, 0, 0, n), 24).expect("valid prefix")],
-            not_before: EPOCH_S as i64 - 60,
-            not_after: EPOCH_S as i64 + 3600,
-            public_key: key.public_key(),
-            issuer: Some(ca.fingerprint()),
-            ..CertDetails::default()
-        }
-        .sign(&ca_key);
-        let mut pool = CaPool::new();
-        pool.add_ca(ca.clone(), EPOCH_S as i64).expect("ca");
-        let identity = identity_from_cert(&cert, &key).expect("identity");
-        let verifier = Box::new(CaPoolVerifier { pool });
-        Node::new(config, identity, verifier, u64::from(n), now, EPOCH_S * 1_000_000_000)
-    };
+    let make = |n: u8, config: NodeConfig| node_common::make_node(&ca_key, n, config, now);
     let lh = make(
         1,
         NodeConfig {

@@ -17,9 +17,12 @@ pub fn addr(a: ([u8; 4], u16)) -> SocketAddr {
     SocketAddr::from(a)
 }
 
-/// Two nodes, 10.0.0.1 (a) and 10.0.0.2 (b), knowing each other's address.
-pub fn nodes(now: Instant) -> (Node, Node) {
-    let ca_key = CaSigningKey::from_seed([7; 32]);
+pub fn vpn(n: u8) -> VpnIp {
+    VpnIp::from(Ipv4Addr::new(10, 0, 0, n))
+}
+
+/// Node 10.0.0.`n` (keys and rng seeded by `n`) with a certificate from the CA of `ca_key`.
+pub fn make_node(ca_key: &CaSigningKey, n: u8, config: NodeConfig, now: Instant) -> Node {
     let ca = CertDetails {
         name: "fuzz ca".into(),
         not_before: EPOCH_S as i64 - 3600,
@@ -28,38 +31,43 @@ pub fn nodes(now: Instant) -> (Node, Node) {
         is_ca: true,
         ..CertDetails::default()
     }
-    .sign(&ca_key);
-    let map: BTreeMap<VpnIp, Vec<SocketAddr>> = BTreeMap::from([
-        (VpnIp::from(Ipv4Addr::new(10, 0, 0, 1)), vec![addr(A_ADDR)]),
-        (VpnIp::from(Ipv4Addr::new(10, 0, 0, 2)), vec![addr(B_ADDR)]),
-    ]);
+    .sign(ca_key);
+    let key = X25519PrivateKey::from_bytes([n; 32]);
+    let cert = CertDetails {
+        name: format!("n{n}"),
+        ips: vec![Ipv4Net::new(Ipv4Addr::new(10, 0, 0, n), 24).expect("valid prefix")],
+        not_before: EPOCH_S as i64 - 60,
+        not_after: EPOCH_S as i64 + 3600,
+        public_key: key.public_key(),
+        issuer: Some(ca.fingerprint()),
+        ..CertDetails::default()
+    }
+    .sign(ca_key);
+    let mut pool = CaPool::new();
+    pool.add_ca(ca, EPOCH_S as i64).expect("ca");
+    let identity = identity_from_cert(&cert, &key).expect("identity");
+    let verifier = Box::new(CaPoolVerifier { pool });
+    Node::new(
+        config,
+        identity,
+        verifier,
+        u64::from(n),
+        now,
+        EPOCH_S * 1_000_000_000,
+    )
+}
+
+/// Two nodes, 10.0.0.1 (a) and 10.0.0.2 (b), knowing each other's address.
+pub fn nodes(now: Instant) -> (Node, Node) {
+    let ca_key = CaSigningKey::from_seed([7; 32]);
+    let map: BTreeMap<VpnIp, Vec<SocketAddr>> =
+        BTreeMap::from([(vpn(1), vec![addr(A_ADDR)]), (vpn(2), vec![addr(B_ADDR)])]);
     let make = |n: u8| {
-        let key = X25519PrivateKey::from_bytes([n; 32]);
-        let cert = CertDetails {
-            name: format!("n{n}"),
-            ips: vec![Ipv4Net::new(Ipv4Addr::new(10, 0, 0, n), 24).expect("valid prefix")],
-            not_before: EPOCH_S as i64 - 60,
-            not_after: EPOCH_S as i64 + 3600,
-            public_key: key.public_key(),
-            issuer: Some(ca.fingerprint()),
-            ..CertDetails::default()
-        }
-        .sign(&ca_key);
-        let mut pool = CaPool::new();
-        pool.add_ca(ca.clone(), EPOCH_S as i64).expect("ca");
         let config = NodeConfig {
             static_host_map: map.clone(),
             ..NodeConfig::default()
         };
-        let identity = identity_from_cert(&cert, &key).expect("identity");
-        Node::new(
-            config,
-            identity,
-            Box::new(CaPoolVerifier { pool }),
-            u64::from(n),
-            now,
-            EPOCH_S * 1_000_000_000,
-        )
+        make_node(&ca_key, n, config, now)
     };
     (make(1), make(2))
 }

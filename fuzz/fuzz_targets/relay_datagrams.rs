@@ -4,58 +4,21 @@
 //! interleaved with timer ticks. Must never panic; the relay table stays bounded.
 #![no_main]
 
+#[path = "node_common.rs"]
+mod node_common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use meshd::cert::{CaPool, CaSigningKey, CertDetails, Ipv4Net, X25519PrivateKey};
-use meshd::node::{identity_from_cert, ipv4, CaPoolVerifier, Node, NodeConfig, VpnIp};
+use meshd::cert::CaSigningKey;
+use meshd::node::{ipv4, Node, NodeConfig};
 use meshd::wire::{ControlType, Header, MessageType, NebulaControl, Subtype};
+use node_common::{make_node, vpn};
 use prost::Message;
-
-const EPOCH_S: u64 = 1_750_000_000;
-
-fn vpn(n: u8) -> VpnIp {
-    VpnIp::from(Ipv4Addr::new(10, 0, 0, n))
-}
 
 fn addr(n: u8) -> SocketAddr {
     SocketAddr::from(([192, 0, 2, n], 4242))
-}
-
-fn make(ca_key: &CaSigningKey, n: u8, config: NodeConfig, now: Instant) -> Node {
-    let ca = CertDetails {
-        name: "fuzz ca".into(),
-        not_before: EPOCH_S as i64 - 3600,
-        not_after: EPOCH_S as i64 + 86400,
-        public_key: ca_key.public_key(),
-        is_ca: true,
-        ..CertDetails::default()
-    }
-    .sign(ca_key);
-    let key = X25519PrivateKey::from_bytes([n; 32]);
-    let cert = CertDetails {
-        name: format!("n{n}"),
-        ips: vec![Ipv4Net::new(Ipv4Addr::new(10, 0, 0, n), 24).expect("valid prefix")],
-        not_before: EPOCH_S as i64 - 60,
-        not_after: EPOCH_S as i64 + 3600,
-        public_key: key.public_key(),
-        issuer: Some(ca.fingerprint()),
-        ..CertDetails::default()
-    }
-    .sign(ca_key);
-    let mut pool = CaPool::new();
-    pool.add_ca(ca, EPOCH_S as i64).expect("ca");
-    let identity = identity_from_cert(&cert, &key).expect("identity");
-    let verifier = Box::new(CaPoolVerifier { pool });
-    Node::new(
-        config,
-        identity,
-        verifier,
-        u64::from(n),
-        now,
-        EPOCH_S * 1_000_000_000,
-    )
 }
 
 /// Delivers all pending transmits among the nodes (node i sits at 192.0.2.(i+1)).
@@ -118,9 +81,9 @@ fuzz_target!(|data: &[u8]| {
         ..base.clone()
     };
     let mut nodes = vec![
-        make(&ca_key, 1, base.clone(), start),
-        make(&ca_key, 2, relay, start),
-        make(&ca_key, 3, base, start),
+        make_node(&ca_key, 1, base.clone(), start),
+        make_node(&ca_key, 2, relay, start),
+        make_node(&ca_key, 3, base, start),
     ];
     let mut out = [0u8; 256];
     for i in [0usize, 2] {

@@ -142,13 +142,8 @@ impl Node {
     /// A packet released from a handshake queue or generated locally: filter, seal, queue.
     pub(super) fn send_queued(&mut self, now: Instant, vpn_ip: VpnIp, packet: &[u8]) {
         let mut out = vec![0u8; packet.len() + 2 * OVERHEAD];
-        match self.seal_inside(now, vpn_ip, packet, &mut out) {
-            Ok((to, len)) => {
-                out.truncate(len);
-                self.push_transmit(to, out);
-            }
-            Err(r) => self.drops.count(r),
-        }
+        let sealed = self.seal_inside(now, vpn_ip, packet, &mut out);
+        self.push_sealed(out, sealed);
     }
 
     /// Seals and queues a control packet (test, closeTunnel, lighthouse...) to a tunnel.
@@ -161,13 +156,8 @@ impl Node {
         payload: &[u8],
     ) {
         let mut out = vec![0u8; payload.len() + 2 * OVERHEAD];
-        match self.seal_to_host(now, vpn_ip, t, st, payload, &mut out) {
-            Ok((to, len)) => {
-                out.truncate(len);
-                self.push_transmit(to, out);
-            }
-            Err(r) => self.drops.count(r),
-        }
+        let sealed = self.seal_to_host(now, vpn_ip, t, st, payload, &mut out);
+        self.push_sealed(out, sealed);
     }
 
     /// Seals a control packet on `vpn_ip`'s tunnel but sends it to `to` instead of the
@@ -181,8 +171,18 @@ impl Node {
         st: Subtype,
     ) {
         let mut out = vec![0u8; OVERHEAD];
-        match self.seal_direct(now, vpn_ip, t, st, &[], &mut out) {
-            Ok(len) => {
+        let sealed = self.seal_direct(now, vpn_ip, t, st, &[], &mut out);
+        self.push_sealed(out, sealed.map(|len| (to, len)));
+    }
+
+    /// Queues the first `len` bytes of a sealed `out` for `to`, or counts why sealing failed.
+    pub(super) fn push_sealed(
+        &mut self,
+        mut out: Vec<u8>,
+        sealed: Result<(SocketAddr, usize), DropReason>,
+    ) {
+        match sealed {
+            Ok((to, len)) => {
                 out.truncate(len);
                 self.push_transmit(to, out);
             }
@@ -316,6 +316,21 @@ impl Node {
         Ok((vpn_ip, n))
     }
 
+    /// `open` for a packet on an established tunnel, then the bookkeeping every such packet
+    /// gets: roaming to `from` and liveness. Returns the sender and the plaintext.
+    pub(super) fn open_established<'b>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &Header,
+        buf: &'b mut [u8],
+    ) -> Result<(VpnIp, &'b [u8]), DropReason> {
+        let (vpn_ip, n) = self.open(from, header, buf)?;
+        self.roam(now, vpn_ip, from);
+        self.mark_in(vpn_ip);
+        Ok((vpn_ip, &buf[HEADER_LEN..HEADER_LEN + n]))
+    }
+
     fn handle_message(
         &mut self,
         now: Instant,
@@ -395,15 +410,13 @@ impl Node {
         header: &Header,
         buf: &mut [u8],
     ) -> DatagramOutcome {
-        let (vpn_ip, n) = match self.open(from, header, buf) {
+        let (vpn_ip, payload) = match self.open_established(now, from, header, buf) {
             Ok(v) => v,
             Err(r) => return DatagramOutcome::Dropped(r),
         };
-        self.roam(now, vpn_ip, from);
-        self.mark_in(vpn_ip);
         if header.subtype == Subtype::TEST_REQUEST {
             // The reply's content is meaningless to 1.6.1; echo the request like newer Nebulas.
-            let payload = buf[HEADER_LEN..HEADER_LEN + n].to_vec();
+            let payload = payload.to_vec();
             self.send_control(
                 now,
                 vpn_ip,

@@ -22,7 +22,6 @@ use prost::Message;
 
 use crate::wire::{
     Header, Ip4AndPort, Ip6AndPort, MessageType, MetaType, NebulaMeta, NebulaMetaDetails, Subtype,
-    HEADER_LEN,
 };
 
 use super::punchy::PunchState;
@@ -241,13 +240,11 @@ impl Node {
         header: &Header,
         buf: &mut [u8],
     ) -> DatagramOutcome {
-        let (sender, n) = match self.open(from, header, buf) {
+        let (sender, payload) = match self.open_established(now, from, header, buf) {
             Ok(v) => v,
             Err(r) => return DatagramOutcome::Dropped(r),
         };
-        self.roam(now, sender, from);
-        self.mark_in(sender);
-        let Ok(meta) = NebulaMeta::decode(&buf[HEADER_LEN..HEADER_LEN + n]) else {
+        let Ok(meta) = NebulaMeta::decode(payload) else {
             return DatagramOutcome::Dropped(DropReason::LightHouseMalformed);
         };
         let d = meta.details.unwrap_or_default();

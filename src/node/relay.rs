@@ -214,13 +214,8 @@ impl Node {
     ) {
         let mut buf = vec![0u8; inner.len() + OVERHEAD];
         buf[HEADER_LEN..HEADER_LEN + inner.len()].copy_from_slice(inner);
-        match self.wrap_relay(now, hop, remote_index, &mut buf, inner.len()) {
-            Ok((to, len)) => {
-                buf.truncate(len);
-                self.push_transmit(to, buf);
-            }
-            Err(r) => self.drops.count(r),
-        }
+        let sealed = self.wrap_relay(now, hop, remote_index, &mut buf, inner.len());
+        self.push_sealed(buf, sealed);
     }
 
     /// The leg to send to `vpn_ip` on when its tunnel has no direct address: the relay it
@@ -352,15 +347,12 @@ impl Node {
         header: &Header,
         buf: &mut [u8],
     ) -> DatagramOutcome {
-        let (sender, n) = match self.open(from, header, buf) {
+        // `roam` itself leaves relayed packets alone.
+        let (sender, payload) = match self.open_established(now, from, header, buf) {
             Ok(v) => v,
             Err(r) => return DatagramOutcome::Dropped(r),
         };
-        if !self.relayed() {
-            self.roam(now, sender, from);
-        }
-        self.mark_in(sender);
-        let Ok(m) = NebulaControl::decode(&buf[HEADER_LEN..HEADER_LEN + n]) else {
+        let Ok(m) = NebulaControl::decode(payload) else {
             return DatagramOutcome::Dropped(DropReason::ControlMalformed);
         };
         let r = match ControlType::try_from(m.r#type) {

@@ -2,7 +2,9 @@
 //! a privileged test can run, and unique names for per-run resources.
 #![allow(dead_code)]
 
+pub mod nebula;
 pub mod netns;
+pub mod peer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
