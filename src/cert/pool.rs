@@ -89,7 +89,11 @@ impl CaPool {
     }
 
     pub fn is_blocklisted(&self, cert: &NebulaCertificate) -> bool {
-        self.blocklist.contains(&cert.fingerprint())
+        self.is_blocklisted_fingerprint(&cert.fingerprint())
+    }
+
+    pub fn is_blocklisted_fingerprint(&self, fingerprint: &Fingerprint) -> bool {
+        self.blocklist.contains(fingerprint)
     }
 
     /// The CA named by `cert`'s issuer (no signature check).

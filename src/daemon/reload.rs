@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::cert::CaPool;
 use crate::node::filter::FirewallFilter;
-use crate::node::{CaPoolVerifier, Node, PeerCert, ReloadInput, Reloaded};
+use crate::node::{still_valid, CaPoolVerifier, Node, PeerCert, ReloadInput, Reloaded};
 
 use super::logging::LogHandle;
 use super::routes::RoutePlan;
@@ -151,22 +151,19 @@ pub fn apply(
     })
 }
 
-/// Does the new pki still accept an established peer: its CA is in the pool and its
-/// fingerprint is not blocklisted? (Expiry was checked at handshake time, as in Nebula.)
+/// Does the new pki still accept an established peer: its CA is in the pool and unexpired, its
+/// fingerprint is not blocklisted and it has not expired ([`still_valid`], the same rule as
+/// `pki.disconnect_invalid`)?
 pub fn accepts(
     pool: &CaPool,
     blocklist: &[String],
     unix_now: i64,
 ) -> Box<dyn Fn(&PeerCert) -> bool> {
-    // An expired CA vouches for nobody, as in a fresh handshake's verify.
-    let cas: BTreeSet<String> = pool
-        .cas()
-        .filter(|c| !c.is_expired(unix_now))
-        .map(|c| c.fingerprint().to_string())
-        .collect();
+    let pool = pool.clone();
+    // `setup::load` puts the blocklist in the pool too; callers may also pass it separately.
     let blocked: BTreeSet<String> = blocklist.iter().map(|b| b.to_lowercase()).collect();
     Box::new(move |p: &PeerCert| {
-        cas.contains(&p.issuer) && !blocked.contains(&p.fingerprint) && p.not_after >= unix_now
+        still_valid(&pool, p, unix_now) && !blocked.contains(&p.fingerprint)
     })
 }
 
@@ -226,5 +223,10 @@ mod tests {
         );
         let blocked = accepts(&pool, &["AB".repeat(32)], now);
         assert!(!blocked(&peer(&live, 2_000)), "blocklisted peer kept");
+        // The same rule serves pki.disconnect_invalid, reading the blocklist from the pool.
+        let mut in_pool = pool.clone();
+        in_pool.blocklist_fingerprint("ab".repeat(32).parse().unwrap());
+        assert!(still_valid(&pool, &peer(&live, 2_000), now));
+        assert!(!still_valid(&in_pool, &peer(&live, 2_000), now));
     }
 }

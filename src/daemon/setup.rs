@@ -139,6 +139,7 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         tun_disabled: c.tun.disabled,
         connection_alive_interval: c.timers.connection_alive_interval,
         pending_deletion_interval: c.timers.pending_deletion_interval,
+        disconnect_invalid: c.pki.disconnect_invalid,
         am_lighthouse: c.lighthouse.am_lighthouse,
         lighthouses: lighthouses(c),
         lighthouse_interval: c.lighthouse.interval,

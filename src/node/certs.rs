@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::cert::{CaPool, CertError, NebulaCertificate, X25519PrivateKey};
+use crate::cert::{CaPool, CertError, Fingerprint, NebulaCertificate, X25519PrivateKey};
 use crate::crypto::StaticSecret;
 
 use super::types::{PeerCert, VpnIp};
@@ -34,6 +34,27 @@ impl CertVerifier for CaPoolVerifier {
             .unwrap_or_default();
         peer_cert(&cert, ca_name).map_err(|e| e.to_string())
     }
+
+    fn still_valid(&self, peer: &PeerCert, unix_now: i64) -> bool {
+        still_valid(&self.pool, peer, unix_now)
+    }
+}
+
+/// Re-checks an established peer against `pool` at `unix_now` (seconds) with the rules a fresh
+/// handshake would apply to what we kept of its certificate: its CA is still trusted and not
+/// expired, its fingerprint is not blocklisted, and it has not expired. The signature was
+/// checked at handshake time and cannot change.
+pub fn still_valid(pool: &CaPool, peer: &PeerCert, unix_now: i64) -> bool {
+    let (Ok(issuer), Ok(fingerprint)) = (
+        peer.issuer.parse::<Fingerprint>(),
+        peer.fingerprint.parse::<Fingerprint>(),
+    ) else {
+        return false;
+    };
+    let ca_ok = pool
+        .cas()
+        .any(|ca| ca.fingerprint() == issuer && !ca.is_expired(unix_now));
+    ca_ok && !pool.is_blocklisted_fingerprint(&fingerprint) && peer.not_after >= unix_now
 }
 
 /// The node's view of a verified certificate.

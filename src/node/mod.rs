@@ -47,7 +47,7 @@ use rand::{RngCore, SeedableRng};
 pub use crate::config::AllowList;
 use crate::crypto::{Cipher, StaticSecret};
 
-pub use certs::{identity_from_cert, identity_from_pem, peer_cert, CaPoolVerifier};
+pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
 pub use relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
@@ -88,6 +88,10 @@ pub struct NodeConfig {
     pub connection_alive_interval: Duration,
     /// `timers.pending_deletion_interval`
     pub pending_deletion_interval: Duration,
+    /// `pki.disconnect_invalid` (default false): at each connection-manager check, close the
+    /// tunnel (with closeTunnel) if the peer's certificate no longer verifies at the current
+    /// wall-clock time. Restart-only, as in 1.6.1.
+    pub disconnect_invalid: bool,
     /// Bounds on peer-growable state.
     pub max_hosts: usize,
     pub max_pending: usize,
@@ -157,6 +161,7 @@ impl Default for NodeConfig {
             tun_disabled: false,
             connection_alive_interval: Duration::from_secs(5),
             pending_deletion_interval: Duration::from_secs(10),
+            disconnect_invalid: false,
             max_hosts: 65_536,
             max_pending: 4_096,
             max_queued_outputs: 4_096,
@@ -206,6 +211,12 @@ pub trait CertVerifier {
         static_key: &[u8; 32],
         unix_ns: u64,
     ) -> Result<PeerCert, String>;
+
+    /// Would an established peer's certificate still verify at `unix_now` (seconds)? Used by
+    /// `pki.disconnect_invalid`; verifiers without a notion of expiry keep every peer.
+    fn still_valid(&self, _peer: &PeerCert, _unix_now: i64) -> bool {
+        true
+    }
 }
 
 /// Traffic direction for the packet filter.

@@ -155,6 +155,10 @@ fn keep_restart_only(old: &NodeConfig, new: &mut NodeConfig, r: &mut Reloaded) {
         r.needs_restart.push("tun.disabled");
         new.tun_disabled = old.tun_disabled;
     }
+    if new.disconnect_invalid != old.disconnect_invalid {
+        r.needs_restart.push("pki.disconnect_invalid");
+        new.disconnect_invalid = old.disconnect_invalid;
+    }
     if new.listen_port != old.listen_port {
         r.needs_restart.push("listen.port");
         new.listen_port = old.listen_port;
