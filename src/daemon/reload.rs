@@ -7,7 +7,6 @@
 //! a new CA pool and blocklist. Must not open or close OS resources (the loop owns them) and must
 //! not make protocol decisions (the node's `apply_config` does).
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::cert::CaPool;
@@ -132,7 +131,7 @@ pub fn apply(
         }
         None => false,
     };
-    let accepts = accepts(&plan.ca_pool, &plan.blocklist, unix_now);
+    let accepts = accepts(&plan.ca_pool, unix_now);
     let reloaded = node.apply_config(
         now,
         ReloadInput {
@@ -154,17 +153,11 @@ pub fn apply(
 /// Does the new pki still accept an established peer: its CA is in the pool and unexpired, its
 /// fingerprint is not blocklisted and it has not expired ([`still_valid`], the same rule as
 /// `pki.disconnect_invalid`)?
-pub fn accepts(
-    pool: &CaPool,
-    blocklist: &[String],
-    unix_now: i64,
-) -> Box<dyn Fn(&PeerCert) -> bool> {
+///
+/// `pki.blocklist` is already part of the pool (`config::pki` loads it there).
+pub fn accepts(pool: &CaPool, unix_now: i64) -> Box<dyn Fn(&PeerCert) -> bool> {
     let pool = pool.clone();
-    // `setup::load` puts the blocklist in the pool too; callers may also pass it separately.
-    let blocked: BTreeSet<String> = blocklist.iter().map(|b| b.to_lowercase()).collect();
-    Box::new(move |p: &PeerCert| {
-        still_valid(&pool, p, unix_now) && !blocked.contains(&p.fingerprint)
-    })
+    Box::new(move |p: &PeerCert| still_valid(&pool, p, unix_now))
 }
 
 #[cfg(test)]
@@ -212,7 +205,7 @@ mod tests {
         let mut pool = CaPool::new();
         pool.add_ca(live.clone(), now).unwrap();
         pool.add_ca(dead.clone(), now).unwrap();
-        let ok = accepts(&pool, &[], now);
+        let ok = accepts(&pool, now);
         assert!(ok(&peer(&live, 2_000)), "valid peer refused");
         assert!(ok(&peer(&live, now)), "NotAfter is inclusive");
         assert!(!ok(&peer(&live, now - 1)), "expired peer kept");
@@ -221,11 +214,11 @@ mod tests {
             !ok(&peer(&gone, 2_000)),
             "peer of a CA no longer in pki.ca kept"
         );
-        let blocked = accepts(&pool, &["AB".repeat(32)], now);
-        assert!(!blocked(&peer(&live, 2_000)), "blocklisted peer kept");
-        // The same rule serves pki.disconnect_invalid, reading the blocklist from the pool.
+        // pki.blocklist lives in the pool; the same rule serves pki.disconnect_invalid.
         let mut in_pool = pool.clone();
-        in_pool.blocklist_fingerprint("ab".repeat(32).parse().unwrap());
+        in_pool.blocklist_fingerprint("AB".repeat(32).parse().unwrap());
+        let blocked = accepts(&in_pool, now);
+        assert!(!blocked(&peer(&live, 2_000)), "blocklisted peer kept");
         assert!(still_valid(&pool, &peer(&live, 2_000), now));
         assert!(!still_valid(&in_pool, &peer(&live, 2_000), now));
     }

@@ -28,8 +28,6 @@ pub struct Plan {
     pub node: NodeConfig,
     pub identity: Identity,
     pub ca_pool: CaPool,
-    /// `pki.blocklist` fingerprints (lowercase hex), to re-check established peers on reload.
-    pub blocklist: Vec<String>,
     /// `None` when `tun.disabled`.
     pub tun: Option<TunSettings>,
     /// Kernel routes for the tun device (ignored when the device is disabled).
@@ -96,7 +94,6 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
         node,
         identity,
         ca_pool: pki.ca_pool,
-        blocklist: c.pki.blocklist.clone(),
         tun,
         routes,
         udp: udp_settings(c),
