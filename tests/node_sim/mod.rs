@@ -20,8 +20,8 @@ use meshd::cert::{
 };
 use meshd::crypto::Cipher;
 use meshd::node::{
-    identity_from_cert, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, TunOutcome,
-    VpnIp,
+    identity_from_cert, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, NodeRng,
+    TunOutcome, VpnIp,
 };
 use meshd::wire::{Header, MessageType};
 use rand::rngs::StdRng;
@@ -253,7 +253,7 @@ impl Sim {
             config,
             identity,
             Box::new(CaPoolVerifier { pool }),
-            self.next_seed,
+            NodeRng::seeded_for_simulation(self.next_seed),
             self.now,
             self.wall_ns(),
         )
@@ -309,7 +309,7 @@ impl Sim {
             config,
             identity,
             Box::new(CaPoolVerifier { pool }),
-            self.next_seed,
+            NodeRng::seeded_for_simulation(self.next_seed),
             self.now,
             wall,
         );
