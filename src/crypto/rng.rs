@@ -208,6 +208,21 @@ mod tests {
         }
     }
 
+    /// All 256 bits of the OS seed key the output (a u64 seed, as before, left 192 unused).
+    #[test]
+    fn every_seed_byte_changes_the_output() {
+        let first = |seed: [u8; KEY_LEN]| {
+            let mut r = NodeRng::from_os_seed(Zeroizing::new(seed));
+            (r.next_u32(), r.noise_seed().0)
+        };
+        let base = first([0x5C; KEY_LEN]);
+        for i in 0..KEY_LEN {
+            let mut seed = [0x5C; KEY_LEN];
+            seed[i] ^= 1;
+            assert_ne!(first(seed), base, "seed byte {i} is ignored");
+        }
+    }
+
     #[test]
     fn output_does_not_depend_on_how_it_is_split() {
         let mut a = NodeRng::seeded_for_simulation(9);
