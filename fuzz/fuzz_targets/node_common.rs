@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use meshd::cert::{CaPool, CaSigningKey, CertDetails, Ipv4Net, X25519PrivateKey};
-use meshd::node::{identity_from_cert, ipv4, CaPoolVerifier, Node, NodeConfig, TunOutcome, VpnIp};
+use meshd::node::{
+    identity_from_cert, ipv4, CaPoolVerifier, Node, NodeConfig, NodeRng, TunOutcome, VpnIp,
+};
 
 pub const EPOCH_S: u64 = 1_750_000_000;
 pub const A_ADDR: ([u8; 4], u16) = ([192, 0, 2, 1], 4242);
@@ -51,7 +53,7 @@ pub fn make_node(ca_key: &CaSigningKey, n: u8, config: NodeConfig, now: Instant)
         config,
         identity,
         verifier,
-        u64::from(n),
+        NodeRng::seeded_for_simulation(u64::from(n)),
         now,
         EPOCH_S * 1_000_000_000,
     )

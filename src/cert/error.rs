@@ -50,6 +50,8 @@ pub enum CertError {
     // verification (1.6.1 order: cert/cert.go Verify)
     #[error("certificate has been blocked")]
     Blocked,
+    #[error("certificate was signed by a blocked CA")]
+    CaBlocked,
     #[error("no issuer in certificate")]
     NoIssuer,
     #[error("could not find ca for the certificate")]

@@ -1,16 +1,19 @@
 //! Key material and its PEM forms: host X25519 keys (32 raw bytes, stored unclamped) and the CA's
 //! Ed25519 key (64 bytes = seed ‖ public key, Go's layout). No randomness here: callers bring
 //! the random bytes. Mirrors the key helpers of `cert/cert.go` (1.6.1).
+//!
+//! Private keys are wiped on drop, and so are the PEM bodies and encodings made from them.
 
 use std::fmt;
 
 use ed25519_dalek::Signer;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::error::CertError;
 use super::pem;
 
-/// A host's X25519 private key.
-#[derive(Clone, PartialEq, Eq)]
+/// A host's X25519 private key; wiped on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct X25519PrivateKey([u8; 32]);
 
 impl X25519PrivateKey {
@@ -35,8 +38,8 @@ impl X25519PrivateKey {
         Ok((X25519PrivateKey(body), rest))
     }
 
-    pub fn to_pem(&self) -> String {
-        pem::encode(pem::X25519_PRIVATE_KEY_BANNER, &self.0)
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        pem::encode_secret(pem::X25519_PRIVATE_KEY_BANNER, &self.0)
     }
 }
 
@@ -46,9 +49,12 @@ impl fmt::Debug for X25519PrivateKey {
     }
 }
 
-/// A CA's Ed25519 signing key.
+/// A CA's Ed25519 signing key; wiped on drop (ed25519-dalek's `zeroize` feature).
 #[derive(Clone)]
 pub struct CaSigningKey(ed25519_dalek::SigningKey);
+
+// `SigningKey` zeroizes its secret on drop, and it is the only field.
+impl ZeroizeOnDrop for CaSigningKey {}
 
 impl CaSigningKey {
     /// Derives the key from a 32-byte seed.
@@ -70,8 +76,8 @@ impl CaSigningKey {
     }
 
     /// Go's 64-byte layout: seed ‖ public key.
-    pub fn to_keypair_bytes(&self) -> [u8; 64] {
-        self.0.to_keypair_bytes()
+    pub fn to_keypair_bytes(&self) -> Zeroizing<[u8; 64]> {
+        Zeroizing::new(self.0.to_keypair_bytes())
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -86,17 +92,21 @@ impl CaSigningKey {
     /// Parses the first PEM block, which must be `NEBULA ED25519 PRIVATE KEY`.
     pub fn from_pem(data: &[u8]) -> Result<(Self, &[u8]), CertError> {
         let (block, rest) = pem::decode(data).ok_or(CertError::NoPemBlock)?;
+        let body = Zeroizing::new(block.body);
         if block.label != pem::ED25519_PRIVATE_KEY_BANNER {
             return Err(CertError::WrongBanner {
                 expected: "Ed25519 private key",
                 found: block.label,
             });
         }
-        Ok((Self::from_keypair_bytes(&block.body)?, rest))
+        Ok((Self::from_keypair_bytes(&body)?, rest))
     }
 
-    pub fn to_pem(&self) -> String {
-        pem::encode(pem::ED25519_PRIVATE_KEY_BANNER, &self.to_keypair_bytes())
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        pem::encode_secret(
+            pem::ED25519_PRIVATE_KEY_BANNER,
+            &self.to_keypair_bytes()[..],
+        )
     }
 }
 
@@ -105,6 +115,14 @@ impl fmt::Debug for CaSigningKey {
         write!(f, "CaSigningKey(public {})", hex::encode(self.public_key()))
     }
 }
+
+/// Fails the build if a private key type stops being wiped on drop.
+const fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+const _: () = {
+    wiped_on_drop::<X25519PrivateKey>();
+    wiped_on_drop::<CaSigningKey>();
+    wiped_on_drop::<ed25519_dalek::SigningKey>();
+};
 
 /// Parses a `NEBULA X25519 PUBLIC KEY` block (as written by `keygen -out-pub`).
 pub fn x25519_public_key_from_pem(data: &[u8]) -> Result<([u8; 32], &[u8]), CertError> {
@@ -130,20 +148,21 @@ fn decode_key<'a>(
     kind: &'static str,
 ) -> Result<([u8; 32], &'a [u8]), CertError> {
     let (block, rest) = pem::decode(data).ok_or(CertError::NoPemBlock)?;
+    // Private and public keys share this path; wiping a public key costs nothing.
+    let body = Zeroizing::new(block.body);
     if block.label != banner {
         return Err(CertError::WrongBanner {
             expected: kind,
             found: block.label,
         });
     }
-    let key = block
-        .body
+    let key = body
         .as_slice()
         .try_into()
         .map_err(|_| CertError::KeyLength {
             kind,
             expected: 32,
-            found: block.body.len(),
+            found: body.len(),
         })?;
     Ok((key, rest))
 }
@@ -162,7 +181,7 @@ mod tests {
         let mut bytes = key.to_keypair_bytes();
         bytes[40] ^= 1;
         assert_eq!(
-            CaSigningKey::from_keypair_bytes(&bytes).unwrap_err(),
+            CaSigningKey::from_keypair_bytes(&bytes[..]).unwrap_err(),
             CertError::Ed25519KeyInconsistent
         );
         assert!(matches!(
@@ -173,6 +192,33 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn secret_pem_is_byte_identical_to_the_plain_encoder() {
+        let x = X25519PrivateKey::from_bytes([0xA5; 32]);
+        assert_eq!(
+            *x.to_pem(),
+            pem::encode(pem::X25519_PRIVATE_KEY_BANNER, x.as_bytes())
+        );
+        let ca = CaSigningKey::from_seed([3; 32]);
+        assert_eq!(
+            *ca.to_pem(),
+            pem::encode(pem::ED25519_PRIVATE_KEY_BANNER, &ca.to_keypair_bytes()[..])
+        );
+        for len in 0..70 {
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(*pem::encode_secret("K", &body), pem::encode("K", &body));
+        }
+    }
+
+    /// What drop runs for the host key: its bytes are cleared (CaSigningKey delegates to
+    /// ed25519-dalek, checked at compile time above).
+    #[test]
+    fn host_key_zeroize_clears_the_bytes() {
+        let mut key = X25519PrivateKey::from_bytes([9; 32]);
+        key.zeroize();
+        assert_eq!(key.as_bytes(), &[0; 32]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use zeroize::Zeroizing;
 
 pub const CERT_BANNER: &str = "NEBULA CERTIFICATE";
 pub const X25519_PRIVATE_KEY_BANNER: &str = "NEBULA X25519 PRIVATE KEY";
@@ -55,6 +56,28 @@ pub fn encode(label: &str, body: &[u8]) -> String {
         out.push('\n');
     }
     out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// [`encode`] for private keys: the same bytes, with every intermediate buffer sized up front
+/// (no reallocation leaves a copy behind) and wiped.
+pub fn encode_secret(label: &str, body: &[u8]) -> Zeroizing<String> {
+    let mut b64 = Zeroizing::new(String::with_capacity(body.len().div_ceil(3) * 4));
+    GO_STD.encode_string(body, &mut b64);
+    let lines = b64.len().div_ceil(64);
+    let mut out = Zeroizing::new(String::with_capacity(
+        2 * (label.len() + 17) + b64.len() + lines,
+    ));
+    for part in ["-----BEGIN ", label, "-----\n"] {
+        out.push_str(part);
+    }
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    for part in ["-----END ", label, "-----\n"] {
+        out.push_str(part);
+    }
     out
 }
 
@@ -109,12 +132,15 @@ fn try_block(data: &[u8]) -> Attempt<'_> {
     {
         return Attempt::Retry(rest);
     }
-    let b64: Vec<u8> = rest[..end_index]
-        .iter()
-        .copied()
-        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .collect();
-    let Ok(body) = GO_STD.decode(&b64) else {
+    // The body may be a private key: sized once (no reallocation copies) and wiped after use.
+    let mut b64 = Zeroizing::new(Vec::with_capacity(end_index));
+    b64.extend(
+        rest[..end_index]
+            .iter()
+            .copied()
+            .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')),
+    );
+    let Ok(body) = GO_STD.decode(&b64[..]) else {
         return Attempt::Retry(rest);
     };
     let Ok(label) = String::from_utf8(label.to_vec()) else {

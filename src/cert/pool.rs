@@ -9,7 +9,8 @@ use super::certificate::{CertDetails, Fingerprint, NebulaCertificate};
 use super::error::CertError;
 use super::keys::CaSigningKey;
 
-/// Trusted CAs by fingerprint, and fingerprints never to accept.
+/// Trusted CAs by fingerprint, and fingerprints never to accept: a leaf's, or a CA's (then
+/// nothing it signed is accepted).
 #[derive(Debug, Clone, Default)]
 pub struct CaPool {
     cas: BTreeMap<Fingerprint, NebulaCertificate>,
@@ -116,12 +117,16 @@ impl CaPool {
     }
 
     /// Verifies a peer certificate at `now`; first failure wins, in 1.6.1's order: blocklist,
-    /// issuer known, CA unexpired, cert unexpired, signature, CA constraints.
+    /// issuer known, CA unexpired, cert unexpired, signature, CA constraints. Beyond 1.6.1
+    /// (nebula#1824): a blocklisted CA fingerprint revokes every certificate the CA signed.
     pub fn verify(&self, cert: &NebulaCertificate, now: i64) -> Result<(), CertError> {
         if self.is_blocklisted(cert) {
             return Err(CertError::Blocked);
         }
         let ca = self.ca_for(cert)?;
+        if self.is_blocklisted(ca) {
+            return Err(CertError::CaBlocked);
+        }
         if ca.is_expired(now) {
             return Err(CertError::RootExpired);
         }

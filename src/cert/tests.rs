@@ -157,6 +157,19 @@ fn verify_accepts_good_and_follows_1_6_1_order() {
     blocked.verify(&cert(HOST1), NOW).unwrap();
 }
 
+/// A blocklisted CA revokes its leaves (nebula#1824), not the leaves of other CAs.
+#[test]
+fn blocklisted_ca_revokes_everything_it_signed() {
+    let mut pool = pool(&[CA, OTHER_CA]);
+    pool.blocklist_fingerprint(cert(CA).fingerprint());
+    assert_eq!(pool.verify(&cert(HOST1), NOW), Err(CertError::CaBlocked));
+    assert_eq!(pool.verify(&cert(KG), NOW), Err(CertError::CaBlocked));
+    pool.verify(&cert(PLAIN), NOW).unwrap();
+    // A listed leaf still reports itself first.
+    pool.blocklist_fingerprint(cert(HOST1).fingerprint());
+    assert_eq!(pool.verify(&cert(HOST1), NOW), Err(CertError::Blocked));
+}
+
 #[test]
 fn tampering_breaks_the_signature() {
     let pool = pool(&[CA]);

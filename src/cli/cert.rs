@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
+use zeroize::Zeroizing;
 
 use super::flags::{FlagError, FlagSet};
 use crate::cert::{
@@ -242,7 +243,7 @@ fn ca(args: &[String]) -> ModeResult {
     let groups = split_groups(f.get_str("groups"));
     let ips = split_nets(f.get_str("ips"), "ip", false)?;
     let subnets = split_nets(f.get_str("subnets"), "subnet", true)?;
-    let key = CaSigningKey::from_seed(random_32());
+    let key = CaSigningKey::from_seed(*random_32());
     let now = now_ns();
     let details = CertDetails {
         name: f.get_str("name").to_string(),
@@ -286,7 +287,7 @@ fn keygen(args: &[String]) -> ModeResult {
             )));
         }
     }
-    let key = X25519PrivateKey::from_bytes(random_32());
+    let key = X25519PrivateKey::from_bytes(*random_32());
     write_new(f.get_str("out-key"), key.to_pem().as_bytes())
         .map_err(|e| plain(format!("error while writing out-key: {e}")))?;
     write_new(
@@ -306,8 +307,9 @@ fn sign(args: &[String]) -> ModeResult {
         ));
     }
     refuse_qr(&f)?;
-    let raw_key =
-        read(f.get_str("ca-key")).map_err(|e| plain(format!("error while reading ca-key: {e}")))?;
+    let raw_key = Zeroizing::new(
+        read(f.get_str("ca-key")).map_err(|e| plain(format!("error while reading ca-key: {e}")))?,
+    );
     let ca_key = CaSigningKey::from_pem(&raw_key)
         .map_err(|e| plain(format!("error while parsing ca-key: {e}")))?
         .0;
@@ -334,7 +336,7 @@ fn sign(args: &[String]) -> ModeResult {
     let subnets = split_nets(f.get_str("subnets"), "subnet", true)?;
     let in_pub = f.get_str("in-pub");
     let (public_key, private_key) = if in_pub.is_empty() {
-        let key = X25519PrivateKey::from_bytes(random_32());
+        let key = X25519PrivateKey::from_bytes(*random_32());
         (key.public_key(), Some(key))
     } else {
         let raw = read(in_pub).map_err(|e| plain(format!("error while reading in-pub: {e}")))?;
@@ -484,9 +486,10 @@ fn non_empty_or(s: &str, fallback: String) -> String {
     }
 }
 
-fn random_32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+/// 32 bytes from the OS CSPRNG for a new private key.
+fn random_32() -> Zeroizing<[u8; 32]> {
+    let mut b = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(&mut b[..]);
     b
 }
 
@@ -504,7 +507,9 @@ fn exists(path: &str) -> bool {
 /// Reads a file, wording errors as Go does (`open PATH: no such file or directory`).
 fn read(path: &str) -> Result<Vec<u8>, String> {
     let mut file = std::fs::File::open(path).map_err(|e| go_io_error("open", path, &e))?;
-    let mut buf = Vec::new();
+    // Sized up front so a key file is not left behind in reallocated buffers.
+    let size = file.metadata().map(|m| m.len() as usize + 1).unwrap_or(0);
+    let mut buf = Vec::with_capacity(size);
     std::io::Read::read_to_end(&mut file, &mut buf).map_err(|e| go_io_error("read", path, &e))?;
     Ok(buf)
 }

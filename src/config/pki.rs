@@ -195,6 +195,7 @@ fn load_key(
     report: &mut StartupReport,
 ) -> Option<X25519PrivateKey> {
     let pem = read_pem(&config.pki.key, read)
+        .map(zeroize::Zeroizing::new)
         .map_err(|e| problem(report, "pki.key", e))
         .ok()?;
     match X25519PrivateKey::from_pem(&pem) {

@@ -1,17 +1,39 @@
 //! Cryptography of a Nebula tunnel: the Noise IX handshake (via snow), the per-tunnel session
-//! AEAD with the packet header as associated data and the header counter as nonce, and the
-//! 1024-entry replay window.
+//! AEAD with the packet header as associated data and the header counter as nonce, the
+//! 1024-entry replay window, and the CSPRNG ([`NodeRng`]) a node draws keys and indexes from.
 //!
 //! Pure: randomness comes in as seeds, no clocks, no sockets. Must not know about hostmaps,
-//! certificates or packet dispatch (that is `node`).
+//! certificates or packet dispatch (that is `node`). Every private key, seed and session key type
+//! here is wiped on drop.
 
 mod handshake;
 mod replay;
+mod rng;
 mod session;
 
 pub use handshake::{HandshakeError, NoiseHandshake, StaticSecret};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
+pub use rng::{NodeRng, NoiseSeed, RngOrigin};
 pub use session::{AeadKey, CryptoError, Session, TAG_LEN};
+
+/// Fails the build if a private key, seed or RNG type here (or a library type holding ours)
+/// stops being wiped on drop.
+const fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+const _: () = {
+    wiped_on_drop::<StaticSecret>();
+    wiped_on_drop::<NoiseSeed>();
+    wiped_on_drop::<NodeRng>();
+    wiped_on_drop::<chacha20::ChaCha20>();
+    // x25519-dalek wipes with `#[zeroize(drop)]`, which adds a `Drop` but not the marker trait.
+    zeroize_with_drop::<x25519_dalek::StaticSecret>();
+    zeroize_with_drop::<x25519_dalek::SharedSecret>();
+};
+const fn zeroize_with_drop<T: zeroize::Zeroize>() {
+    assert!(
+        std::mem::needs_drop::<T>(),
+        "key type has no zeroizing Drop"
+    );
+}
 
 /// The mesh-wide `cipher` setting. It must be identical on every node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -24,6 +24,11 @@ pub enum CryptoError {
 }
 
 /// One direction's key.
+///
+/// Key hygiene (keep it when swapping the AEAD backend): the key schedule must be wiped when an
+/// `AeadKey` is dropped. Today ChaCha20-Poly1305 wipes its key unconditionally and AES-256 its round
+/// keys (the `aes/zeroize` feature, checked at compile time below); the GHASH key of AES-GCM is
+/// only wiped where polyval's own backend runs its `Drop` (not its x86 autodetect wrapper).
 pub enum AeadKey {
     Aes(Box<Aes256Gcm>),
     ChaCha(Box<ChaCha20Poly1305>),
@@ -37,6 +42,13 @@ impl std::fmt::Debug for AeadKey {
         })
     }
 }
+
+/// Fails the build if a backend key type stops being wiped on drop.
+const fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+const _: () = {
+    wiped_on_drop::<aes::Aes256>();
+    wiped_on_drop::<ChaCha20Poly1305>();
+};
 
 impl AeadKey {
     /// Builds a key from 32 raw bytes (a Noise split output).

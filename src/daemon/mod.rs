@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod dns;
+pub mod entropy;
 pub mod local_addrs;
 pub mod logging;
 pub mod notify;

@@ -197,6 +197,37 @@ mod tests {
         }
     }
 
+    /// The SIGHUP path end to end: `pki.blocklist` naming the CA (not a leaf) makes the reloaded
+    /// pool refuse every certificate the CA signed, for new handshakes and for kept tunnels.
+    #[test]
+    fn blocklisting_the_ca_in_the_config_revokes_its_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = super::super::setup::tests::pki_for(dir.path());
+        let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+        let ca = NebulaCertificate::from_pem(&read("ca.crt")).unwrap().0;
+        let leaf = NebulaCertificate::from_pem(&read("h.crt")).unwrap().0;
+        let yaml = pki.replace("}\n", &format!(", blocklist: [{}]}}\n", ca.fingerprint()));
+        assert_ne!(yaml, pki);
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let now = leaf.not_before() + 10;
+        let plan = super::super::setup::load(&cfg, now).unwrap();
+        assert_eq!(
+            plan.ca_pool.verify(&leaf, now),
+            Err(crate::cert::CertError::CaBlocked)
+        );
+        let kept = crate::node::peer_cert(&leaf, ca.name().to_string()).unwrap();
+        assert!(
+            !accepts(&plan.ca_pool, now)(&kept),
+            "tunnel under a blocked CA kept"
+        );
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("blocked CA")),
+            "own certificate under the blocked CA not reported: {:?}",
+            plan.warnings
+        );
+    }
+
     /// What a reload keeps: peers of a live CA in the new pool, not blocklisted, not expired.
     #[test]
     fn reload_accepts_only_peers_still_valid() {
@@ -221,5 +252,12 @@ mod tests {
         assert!(!blocked(&peer(&live, 2_000)), "blocklisted peer kept");
         assert!(still_valid(&pool, &peer(&live, 2_000), now));
         assert!(!still_valid(&in_pool, &peer(&live, 2_000), now));
+        // A blocklisted CA revokes its leaves (nebula#1824); the other CA's peers stay.
+        let mut ca_blocked = pool.clone();
+        ca_blocked.add_ca(gone.clone(), now).unwrap();
+        ca_blocked.blocklist_fingerprint(live.fingerprint());
+        let by_ca = accepts(&ca_blocked, now);
+        assert!(!by_ca(&peer(&live, 2_000)), "peer of a blocklisted CA kept");
+        assert!(by_ca(&peer(&gone, 2_000)), "peer of another CA dropped");
     }
 }

@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use super::batch::{PacketBatch, RecvBatch, SendBatch, MAX_DATAGRAM, SLOT_SIZE};
 use super::dns::{self, DnsServer};
+use super::entropy;
 use super::local_addrs::LocalAddrs;
 use super::logging::{self, LogHandle};
 use super::notify::Notifier;
@@ -56,6 +57,22 @@ pub fn main(config: &Path) -> anyhow::Result<()> {
         daemon.config_path = Some(config.to_path_buf());
         daemon.run().await
     })
+}
+
+/// The node as the daemon runs it: keyed by OS randomness ([`entropy::node_rng`], the only
+/// source of the daemon's keys and indexes), verifying peers against the plan's CA pool and
+/// filtering through its firewall. `now` and `unix_ns` are the two clocks at the same instant.
+pub fn build_node(plan: Plan, now: Instant, unix_ns: u64) -> anyhow::Result<Node> {
+    let mut node = Node::new(
+        plan.node,
+        plan.identity,
+        Box::new(CaPoolVerifier { pool: plan.ca_pool }),
+        entropy::node_rng()?,
+        now,
+        unix_ns,
+    );
+    node.set_filter(Box::new(FirewallFilter::new(plan.firewall, plan.local)));
+    Ok(node)
 }
 
 /// Why the loop woke up.
@@ -111,16 +128,9 @@ impl Daemon {
         let dns = plan.dns.as_ref().map(DnsServer::bind).transpose()?;
         let signals = Signals::new().context("installing signal handlers")?;
         let now = Instant::now();
-        let mut node = Node::new(
-            plan.node,
-            plan.identity,
-            Box::new(CaPoolVerifier { pool: plan.ca_pool }),
-            rand::random(),
-            now,
-            unix_now_nanos(),
-        );
-        node.set_filter(Box::new(FirewallFilter::new(plan.firewall, plan.local)));
-        let mut local_addrs = LocalAddrs::new(plan.local_interfaces);
+        let (batch, local_interfaces) = (plan.batch, std::mem::take(&mut plan.local_interfaces));
+        let mut node = build_node(plan, now, unix_now_nanos())?;
+        let mut local_addrs = LocalAddrs::new(local_interfaces);
         local_addrs.refresh(&mut node, now);
         info!(
             vpn_ip = %node.identity().vpn_ip,
@@ -141,9 +151,9 @@ impl Daemon {
             routes,
             tun,
             signals,
-            udp_in: RecvBatch::new(plan.batch, SLOT_SIZE),
-            udp_out: SendBatch::new(plan.batch, SLOT_SIZE),
-            tun_in: PacketBatch::new(plan.batch, MAX_DATAGRAM),
+            udp_in: RecvBatch::new(batch, SLOT_SIZE),
+            udp_out: SendBatch::new(batch, SLOT_SIZE),
+            tun_in: PacketBatch::new(batch, MAX_DATAGRAM),
             next_sweep: now,
             notifier,
             local_addrs,
@@ -432,4 +442,68 @@ fn unix_now_nanos() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::node::{RngOrigin, VpnIp};
+    use crate::wire::{NebulaHandshake, HEADER_LEN};
+
+    /// Two daemons started from the same configuration at the same instant (both clocks) still
+    /// draw different local indexes and ephemeral keys: the node is keyed by the OS, not by
+    /// anything in the configuration or the clock.
+    #[test]
+    fn identical_daemons_draw_different_indexes_and_ephemeral_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = setup::tests::pki_for(dir.path());
+        yaml.push_str(
+            "static_host_map: {\"10.9.0.1\": [\"127.0.0.1:4242\"]}\ntun: {disabled: true}\n",
+        );
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let (now, unix_ns) = (Instant::now(), unix_now_nanos());
+        let peer = VpnIp::from(Ipv4Addr::new(10, 9, 0, 1));
+        let start = || {
+            let plan = setup::load(&cfg, (unix_ns / 1_000_000_000) as i64).unwrap();
+            let mut node = build_node(plan, now, unix_ns).unwrap();
+            node.connect(now, peer);
+            let stage1 = node
+                .poll_transmit()
+                .expect("stage 1 sent to the static host");
+            let index = node.hostmap().pending(peer).unwrap().local_index;
+            (node, stage1.bytes, index)
+        };
+        let (a, a1, a_index) = start();
+        let (_b, b1, b_index) = start();
+        assert_eq!(a.rng_origin(), RngOrigin::Os);
+        // Stage 1 after the header: ephemeral key (32, clear), static key (32, clear), payload.
+        let details = |m: &[u8]| {
+            NebulaHandshake::decode(&m[HEADER_LEN + 64..])
+                .unwrap()
+                .details
+                .unwrap()
+        };
+        let (da, db) = (details(&a1), details(&b1));
+        assert_eq!(
+            da.initiator_index, a_index.0,
+            "index on the wire is the pending one"
+        );
+        assert_eq!(db.initiator_index, b_index.0);
+        assert_eq!(da.time, db.time, "same clock");
+        assert_eq!(
+            a1[HEADER_LEN + 32..HEADER_LEN + 64],
+            b1[HEADER_LEN + 32..HEADER_LEN + 64]
+        );
+        assert_ne!(a_index, b_index, "two daemons drew the same local index");
+        assert_ne!(
+            a1[HEADER_LEN..HEADER_LEN + 32],
+            b1[HEADER_LEN..HEADER_LEN + 32],
+            "two daemons drew the same ephemeral key"
+        );
+    }
 }

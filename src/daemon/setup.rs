@@ -348,10 +348,10 @@ pub fn describe_listen(u: &UdpSettings) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pki_for(dir: &Path) -> String {
+    pub(crate) fn pki_for(dir: &Path) -> String {
         // Uses the CLI tool so the test builds real PEM exactly as operators do.
         let run = |args: &[&str]| {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

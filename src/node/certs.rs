@@ -41,9 +41,9 @@ impl CertVerifier for CaPoolVerifier {
 }
 
 /// Re-checks an established peer against `pool` at `unix_now` (seconds) with the rules a fresh
-/// handshake would apply to what we kept of its certificate: its CA is still trusted and not
-/// expired, its fingerprint is not blocklisted, and it has not expired. The signature was
-/// checked at handshake time and cannot change.
+/// handshake would apply to what we kept of its certificate: its CA is still trusted, not
+/// expired and not blocklisted, its own fingerprint is not blocklisted, and it has not expired.
+/// The signature was checked at handshake time and cannot change.
 pub fn still_valid(pool: &CaPool, peer: &PeerCert, unix_now: i64) -> bool {
     let (Ok(issuer), Ok(fingerprint)) = (
         peer.issuer.parse::<Fingerprint>(),
@@ -54,7 +54,10 @@ pub fn still_valid(pool: &CaPool, peer: &PeerCert, unix_now: i64) -> bool {
     let ca_ok = pool
         .cas()
         .any(|ca| ca.fingerprint() == issuer && !ca.is_expired(unix_now));
-    ca_ok && !pool.is_blocklisted_fingerprint(&fingerprint) && peer.not_after >= unix_now
+    ca_ok
+        && !pool.is_blocklisted_fingerprint(&issuer)
+        && !pool.is_blocklisted_fingerprint(&fingerprint)
+        && peer.not_after >= unix_now
 }
 
 /// The node's view of a verified certificate.

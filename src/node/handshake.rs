@@ -56,7 +56,7 @@ impl Node {
         }
         .encode_to_vec();
         let (noise, stage1) = self
-            .stage1_message(seed, &payload)
+            .stage1_message(seed.clone(), &payload)
             .map_err(|_| DropReason::HandshakeNoise)?;
         self.hostmap.insert_pending(PendingHandshake {
             vpn_ip,
@@ -91,7 +91,7 @@ impl Node {
     /// Builds the initiator's Noise state and the stage-1 datagram (header counter 1, index 0).
     fn stage1_message(
         &self,
-        seed: [u8; 32],
+        seed: crate::crypto::NoiseSeed,
         payload: &[u8],
     ) -> Result<(NoiseHandshake, Vec<u8>), crate::crypto::HandshakeError> {
         let mut noise =
@@ -434,7 +434,7 @@ impl Node {
         let Some(p) = self.hostmap.pending(vpn_ip) else {
             return;
         };
-        let (seed, payload) = (p.noise_seed, p.stage1_payload.clone());
+        let (seed, payload) = (p.noise_seed.clone(), p.stage1_payload.clone());
         if let Ok((noise, _)) = self.stage1_message(seed, &payload) {
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
                 p.noise = noise;
@@ -450,7 +450,8 @@ impl Node {
         mut pending: PendingHandshake,
         from: SocketAddr,
     ) {
-        let Ok((noise, _)) = self.stage1_message(pending.noise_seed, &pending.stage1_payload)
+        let Ok((noise, _)) =
+            self.stage1_message(pending.noise_seed.clone(), &pending.stage1_payload)
         else {
             return;
         };

@@ -62,7 +62,7 @@ pub struct PendingHandshake {
     pub local_index: LocalIndex,
     pub noise: NoiseHandshake,
     /// Seed and payload of the stage-1 message, to rebuild `noise` after a spoofed stage 2.
-    pub noise_seed: [u8; 32],
+    pub noise_seed: crate::crypto::NoiseSeed,
     pub stage1_payload: Vec<u8>,
     /// The complete stage-1 datagram, re-sent byte for byte on every attempt.
     pub stage1: Vec<u8>,

@@ -41,11 +41,11 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::RngCore;
 
 pub use crate::config::AllowList;
-use crate::crypto::{Cipher, StaticSecret};
+use crate::crypto::{Cipher, NoiseSeed, StaticSecret};
+pub use crate::crypto::{NodeRng, RngOrigin};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
@@ -355,7 +355,8 @@ pub struct Node {
     identity: Identity,
     verifier: Box<dyn CertVerifier>,
     filter: Box<dyn PacketFilter>,
-    rng: StdRng,
+    /// Every ephemeral key, local and relay index comes from here (see [`NodeRng`]).
+    rng: NodeRng,
     start: Instant,
     start_unix_ns: u64,
     hostmap: HostMap,
@@ -379,12 +380,13 @@ pub struct Node {
 
 impl Node {
     /// A node with no tunnels. `unix_ns` is the wall clock at `now` (used for handshake Time and
-    /// certificate validity); later wall times are derived from `now` offsets.
+    /// certificate validity); later wall times are derived from `now` offsets. `rng` is the
+    /// daemon's OS-seeded generator or a simulation's seeded one.
     pub fn new(
         mut config: NodeConfig,
         identity: Identity,
         verifier: Box<dyn CertVerifier>,
-        rng_seed: u64,
+        rng: NodeRng,
         now: Instant,
         unix_ns: u64,
     ) -> Self {
@@ -404,7 +406,7 @@ impl Node {
             identity,
             verifier,
             filter: Box::new(AllowAll),
-            rng: StdRng::seed_from_u64(rng_seed),
+            rng,
             start: now,
             start_unix_ns: unix_ns,
             remotes,
@@ -440,6 +442,11 @@ impl Node {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Where this node's keys and indexes come from (the daemon's is always `Os`).
+    pub fn rng_origin(&self) -> RngOrigin {
+        self.rng.origin()
     }
 
     pub fn hostmap(&self) -> &HostMap {
@@ -592,10 +599,8 @@ impl Node {
             .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
 
-    fn next_seed(&mut self) -> [u8; 32] {
-        let mut s = [0u8; 32];
-        self.rng.fill_bytes(&mut s);
-        s
+    fn next_seed(&mut self) -> NoiseSeed {
+        self.rng.noise_seed()
     }
 
     /// A random, non-zero local index unused in both maps; 32 tries like `generateIndex`.

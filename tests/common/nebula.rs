@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use meshd::cert::CaPool;
-use meshd::node::{identity_from_pem, CaPoolVerifier, Node, NodeConfig};
+use meshd::node::{identity_from_pem, CaPoolVerifier, Node, NodeConfig, NodeRng};
 
 /// A nebula process, killed by PID when dropped; its log is printed if the test is failing.
 pub struct Nebula {
@@ -153,7 +153,7 @@ pub fn node(dir: &Path, name: &str, config: NodeConfig, seed: u64) -> Node {
         config,
         identity,
         Box::new(CaPoolVerifier { pool }),
-        seed,
+        NodeRng::seeded_for_simulation(seed),
         Instant::now(),
         unix_ns(),
     )

@@ -20,8 +20,8 @@ use meshd::cert::{
 };
 use meshd::crypto::Cipher;
 use meshd::node::{
-    identity_from_cert, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, TunOutcome,
-    VpnIp,
+    identity_from_cert, ipv4, CaPoolVerifier, DatagramOutcome, Event, Node, NodeConfig, NodeRng,
+    TunOutcome, VpnIp,
 };
 use meshd::wire::{Header, MessageType};
 use rand::rngs::StdRng;
@@ -253,7 +253,7 @@ impl Sim {
             config,
             identity,
             Box::new(CaPoolVerifier { pool }),
-            self.next_seed,
+            NodeRng::seeded_for_simulation(self.next_seed),
             self.now,
             self.wall_ns(),
         )
@@ -294,22 +294,25 @@ impl Sim {
     /// Replaces node `i` with a fresh process (same cert and key), optionally with its wall
     /// clock shifted (negative = behind).
     pub fn restart(&mut self, i: usize, clock_skew_s: i64) {
+        let pool = self.pool();
+        self.restart_with_pool(i, clock_skew_s, pool);
+    }
+
+    /// [`Sim::restart`], with node `i` trusting `pool` (e.g. one with a blocklist).
+    pub fn restart_with_pool(&mut self, i: usize, clock_skew_s: i64, pool: CaPool) {
         let (cert, key, config) = (
             self.nodes[i].cert.clone(),
             self.nodes[i].key.clone(),
             self.nodes[i].config.clone(),
         );
         let identity = identity_from_cert(&cert, &key).unwrap();
-        let pool = CaPool::from_pem(&self.pool_pem, EPOCH_S as i64)
-            .unwrap()
-            .pool;
         self.next_seed += 1;
         let wall = (self.wall_ns() as i64 + clock_skew_s * 1_000_000_000) as u64;
         self.nodes[i].node = Node::new(
             config,
             identity,
             Box::new(CaPoolVerifier { pool }),
-            self.next_seed,
+            NodeRng::seeded_for_simulation(self.next_seed),
             self.now,
             wall,
         );
