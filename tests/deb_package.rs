@@ -4,12 +4,15 @@
 //! `/etc/meshd/config.yaml` reports exactly the missing certificates under `-test` (and nothing
 //! once they exist), and `systemd-analyze verify` accepts the installed units.
 //!
-//! Why `dpkg-deb -x`/`-e` and not `dpkg --root`: dpkg runs the maintainer scripts (chrooted
-//! into the root, where there is no shell, or with `--force-script-chrootless` on this machine,
-//! where cargo-deb's systemd snippets would run `systemctl daemon-reload` and `deb-systemd-invoke`
-//! against the host's systemd). Unpacking touches nothing outside the temp dir, and the scripts
-//! are checked by what they contain; conffile handling on upgrade is dpkg's own, given the
-//! `conffiles` list checked here. The temp dir is removed when the test ends, pass or fail.
+//! Most checks read the package unpacked with `dpkg-deb -x`/`-e`, which runs nothing. One test
+//! also installs, upgrades, removes and purges it with dpkg into a throwaway root with its own
+//! admin dir (`dpkg --root=T --admindir=T/var/lib/dpkg --log=...`). dpkg would chroot the
+//! maintainer scripts into T, where there is no shell, so they run with
+//! `--force-script-chrootless` and DPKG_ROOT=T: the real deb-systemd-helper honours DPKG_ROOT
+//! (symlinks and state inside T), and `systemctl`/`deb-systemd-invoke` are stubs placed first on
+//! PATH that only record their arguments, so the host's systemd is never asked to do anything.
+//! The temp dir goes when the test ends, pass or fail; the host's dpkg status for meshd and its
+//! unit symlinks are checked unchanged.
 
 mod common;
 
@@ -435,4 +438,148 @@ fn systemd_analyze_verify_accepts_the_installed_units() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Runs `dpkg` on the throwaway root `t` with stubs first on PATH.
+fn dpkg_in(t: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    let path = format!(
+        "{}:{}",
+        t.join("stub").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("dpkg")
+        .arg(format!("--root={}", t.display()))
+        .arg(format!("--admindir={}", t.join("var/lib/dpkg").display()))
+        .arg(format!("--log={}", t.join("var/log/dpkg.log").display()))
+        // Scripts run on the host with DPKG_ROOT=t; libc6 is not in t's (empty) database.
+        .args(["--force-script-chrootless", "--force-depends"])
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("run dpkg");
+    assert!(
+        out.status.success(),
+        "dpkg {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What the host says about meshd, to compare before and after.
+fn host_state() -> (String, bool, bool) {
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "meshd"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let wants = "/etc/systemd/system/multi-user.target.wants/meshd.service";
+    let state = "/var/lib/systemd/deb-systemd-helper-enabled/meshd.service.dsh-also";
+    (
+        status,
+        Path::new(wants).symlink_metadata().is_ok(),
+        Path::new(state).exists(),
+    )
+}
+
+#[test]
+fn dpkg_install_upgrade_remove_purge_in_a_throwaway_root() {
+    let test = "dpkg_install_upgrade_remove_purge_in_a_throwaway_root";
+    if !common::require_tool(test, "dpkg") || !common::require_tool(test, "deb-systemd-helper") {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!common::in_ci(), "{test}: cannot run under CI: needs root");
+        eprintln!("SKIPPED {test}: needs root (dpkg installs root-owned files)");
+        return;
+    }
+    let Some(deb) = find_deb(test) else { return };
+    let host_before = host_state();
+    let dir = common::tempdir();
+    let t = dir.path();
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/log",
+        "stub",
+    ] {
+        fs::create_dir_all(t.join(d)).unwrap();
+    }
+    for f in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
+        fs::write(t.join(f), "").unwrap();
+    }
+    let calls = t.join("stub/calls");
+    for stub in ["systemctl", "deb-systemd-invoke"] {
+        let p = t.join("stub").join(stub);
+        fs::write(
+            &p,
+            format!("#!/bin/sh\necho \"{stub} $*\" >> '{}'\n", calls.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let install = || dpkg_in(t, &["-i".as_ref(), deb.as_os_str()]);
+    let at = |p: &str| t.join(p.trim_start_matches('/'));
+    let wants = at("/etc/systemd/system/multi-user.target.wants/meshd.service");
+    let config = at("/etc/meshd/config.yaml");
+
+    install();
+    assert!(at("/usr/bin/meshd").is_file());
+    // Enabled the Debian way: deb-systemd-helper's symlink and state, inside the root.
+    assert_eq!(
+        fs::read_link(&wants).expect("meshd.service enabled in multi-user.target.wants"),
+        Path::new("/usr/lib/systemd/system/meshd.service")
+    );
+    assert!(at("/var/lib/systemd/deb-systemd-helper-enabled/meshd.service.dsh-also").exists());
+    assert!(
+        !at("/etc/systemd/system/multi-user.target.wants/meshd@.service").exists(),
+        "the template is not enabled"
+    );
+    let conffiles = text(&run(Command::new("dpkg-query")
+        .arg(format!("--admindir={}", t.join("var/lib/dpkg").display()))
+        .args(["-W", "-f=${Conffiles}", "meshd"])));
+    assert_eq!(
+        conffiles.split_whitespace().next(),
+        Some("/etc/meshd/config.yaml"),
+        "{conffiles}"
+    );
+
+    // An upgrade (the same package again) keeps the admin's edit and the enablement.
+    let edited = format!(
+        "{}# edited by the admin\n",
+        fs::read_to_string(&config).unwrap()
+    );
+    fs::write(&config, &edited).unwrap();
+    install();
+    assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+    assert!(wants.symlink_metadata().is_ok());
+
+    // Remove keeps the conffile; purge removes it and the enablement.
+    dpkg_in(t, &["-r".as_ref(), "meshd".as_ref()]);
+    assert!(!at("/usr/bin/meshd").exists());
+    assert!(!at("/usr/lib/systemd/system/meshd.service").exists());
+    assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+    dpkg_in(t, &["-P".as_ref(), "meshd".as_ref()]);
+    assert!(!config.exists() && !at("/etc/meshd").exists());
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "purge left the enablement"
+    );
+    assert!(!at("/var/lib/systemd/deb-systemd-helper-enabled/meshd.service.dsh-also").exists());
+
+    // Where this machine runs systemd the scripts asked it (the stubs) for these and only these.
+    let asked = fs::read_to_string(&calls).unwrap_or_default();
+    for call in asked.lines() {
+        assert!(
+            [
+                "systemctl --system daemon-reload",
+                "deb-systemd-invoke try-restart meshd.service",
+                "deb-systemd-invoke stop meshd.service",
+            ]
+            .contains(&call),
+            "unexpected call from a maintainer script: {call}"
+        );
+    }
+    assert_eq!(host_state(), host_before, "the host's meshd state changed");
 }
