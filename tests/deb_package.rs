@@ -422,6 +422,20 @@ fn systemd_analyze_verify_accepts_the_installed_units() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The hardening does not regress: `systemd-analyze security` exposure at most 2.0 (it was
+    // 4.5 before the review), i.e. --threshold=20 on its 0..100 scale.
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(format!("--root={}", pkg.root.display()))
+        .args(["meshd.service", "meshd@net1.service"])
+        .output()
+        .expect("run systemd-analyze security");
+    let report = String::from_utf8_lossy(&security.stdout);
+    assert!(
+        security.status.success() && report.matches("Overall exposure level").count() == 2,
+        "systemd-analyze security: exposure above 2.0?\n{report}{}",
+        String::from_utf8_lossy(&security.stderr)
+    );
     // Broken units are caught the same way (so the pass above means something): a binary
     // that is not in the root, and a man page that is not.
     let unit = pkg.file("/usr/lib/systemd/system/meshd.service");
