@@ -1,5 +1,8 @@
 //! The hostmap (`hostmap.go`): established tunnels by VPN IP, by our local index and by the
-//! peer's (remote) index, plus the pending-handshake map (`handshake_manager.go`).
+//! peer's (remote) index, plus the pending-handshake map (`handshake_manager.go`) and the
+//! candidate tunnels: at most one per VPN IP that already has a tunnel, answered as responder
+//! but not yet proven by an authenticated packet (a stage 1 is unauthenticated, so it must not
+//! replace a live tunnel by itself). meshd's own addition; 1.6.1 replaces at once.
 //!
 //! Pure bookkeeping, bounded by the caller-provided capacities. Ordered maps keyed by VPN IP keep
 //! timer processing deterministic. Must not send packets or do crypto.
@@ -75,6 +78,14 @@ pub struct PendingHandshake {
     pub blocked: Vec<SocketAddr>,
 }
 
+/// A responder session for a VPN IP that already has a tunnel, waiting for its first
+/// authenticated packet (then it replaces the tunnel) or for `expires`.
+#[derive(Debug)]
+pub struct Candidate {
+    pub host: HostInfo,
+    pub expires: Instant,
+}
+
 /// Established and pending tunnels with their index tables.
 #[derive(Default)]
 pub struct HostMap {
@@ -83,8 +94,12 @@ pub struct HostMap {
     by_remote_index: HashMap<RemoteIndex, VpnIp>,
     pending: BTreeMap<VpnIp, PendingHandshake>,
     pending_by_index: HashMap<LocalIndex, VpnIp>,
-    /// Responder tunnels by the ephemeral key of the stage 1 they answered (duplicate check).
+    /// Responder tunnels and candidates by the ephemeral key of the stage 1 they answered
+    /// (duplicate and replay checks).
     by_stage1: HashMap<[u8; 32], VpnIp>,
+    /// Bounded by `hosts`: only a VPN IP with a tunnel has one.
+    candidates: BTreeMap<VpnIp, Candidate>,
+    candidate_by_index: HashMap<LocalIndex, VpnIp>,
 }
 
 impl HostMap {
@@ -129,6 +144,7 @@ impl HostMap {
         old
     }
 
+    /// Removes the tunnel only; a candidate for `ip` stays (see [`HostMap::promote_candidate`]).
     pub fn remove_host(&mut self, ip: VpnIp) -> Option<HostInfo> {
         let h = self.hosts.remove(&ip)?;
         self.by_index.remove(&h.local_index);
@@ -141,10 +157,76 @@ impl HostMap {
         Some(h)
     }
 
-    /// The responder tunnel that answered exactly this stage-1 Noise message, if any.
+    /// The responder tunnel or candidate that answered exactly this stage-1 Noise message.
     pub fn host_by_stage1(&self, noise_part: &[u8]) -> Option<&HostInfo> {
-        let ip = self.by_stage1.get(&stage1_key(noise_part)?)?;
-        self.hosts.get(ip).filter(|h| h.stage1 == noise_part)
+        let ip = self.stage1_seen(noise_part)?;
+        let live = self.hosts.get(&ip).filter(|h| h.stage1 == noise_part);
+        let candidate = self.candidates.get(&ip).map(|c| &c.host);
+        live.or(candidate.filter(|h| h.stage1 == noise_part))
+    }
+
+    /// The VPN IP whose tunnel or candidate answered a stage 1 with this ephemeral key (the
+    /// rest of the message may differ: a replay with altered fields).
+    pub fn stage1_seen(&self, noise_part: &[u8]) -> Option<VpnIp> {
+        let ip = *self.by_stage1.get(&stage1_key(noise_part)?)?;
+        let key = stage1_key(noise_part);
+        let same = |h: &HostInfo| stage1_key(&h.stage1) == key;
+        let live = self.hosts.get(&ip).is_some_and(same);
+        let candidate = self.candidates.get(&ip).is_some_and(|c| same(&c.host));
+        (live || candidate).then_some(ip)
+    }
+
+    pub fn candidate(&self, ip: VpnIp) -> Option<&Candidate> {
+        self.candidates.get(&ip)
+    }
+
+    pub fn candidate_mut(&mut self, ip: VpnIp) -> Option<&mut Candidate> {
+        self.candidates.get_mut(&ip)
+    }
+
+    pub fn candidate_by_index(&self, idx: LocalIndex) -> Option<VpnIp> {
+        self.candidate_by_index.get(&idx).copied()
+    }
+
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Sets the candidate of a VPN IP that has a tunnel, replacing an older one. Without a
+    /// tunnel there is nothing to stand beside: refused (false), the caller installs a tunnel.
+    pub fn insert_candidate(&mut self, c: Candidate) -> bool {
+        let ip = c.host.vpn_ip;
+        if !self.hosts.contains_key(&ip) {
+            return false;
+        }
+        self.remove_candidate(ip);
+        self.candidate_by_index.insert(c.host.local_index, ip);
+        if let Some(e) = stage1_key(&c.host.stage1) {
+            self.by_stage1.insert(e, ip);
+        }
+        self.candidates.insert(ip, c);
+        true
+    }
+
+    pub fn remove_candidate(&mut self, ip: VpnIp) -> Option<Candidate> {
+        let c = self.candidates.remove(&ip)?;
+        self.candidate_by_index.remove(&c.host.local_index);
+        let e = stage1_key(&c.host.stage1);
+        let live_shares = self
+            .hosts
+            .get(&ip)
+            .is_some_and(|h| stage1_key(&h.stage1) == e);
+        if let (Some(e), false) = (e, live_shares) {
+            self.by_stage1.remove(&e);
+        }
+        Some(c)
+    }
+
+    /// Makes the candidate of `ip` its tunnel. Returns the tunnel it replaced (if any), or
+    /// None when there was no candidate.
+    pub fn promote_candidate(&mut self, ip: VpnIp) -> Option<Option<HostInfo>> {
+        let c = self.remove_candidate(ip)?;
+        Some(self.insert_host(c.host))
     }
 
     pub fn pending(&self, ip: VpnIp) -> Option<&PendingHandshake> {
@@ -183,9 +265,12 @@ impl HostMap {
         Some(p)
     }
 
-    /// True if `idx` names no pending or established tunnel.
+    /// True if `idx` names no pending, candidate or established tunnel.
     pub fn index_free(&self, idx: LocalIndex) -> bool {
-        idx.0 != 0 && !self.by_index.contains_key(&idx) && !self.pending_by_index.contains_key(&idx)
+        idx.0 != 0
+            && !self.by_index.contains_key(&idx)
+            && !self.pending_by_index.contains_key(&idx)
+            && !self.candidate_by_index.contains_key(&idx)
     }
 }
 
