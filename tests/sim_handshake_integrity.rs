@@ -8,6 +8,7 @@
 mod node_sim;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use meshd::node::{CloseReason, DropReason, Event, VpnIp};
 use meshd::wire::{
     Header, MessageType, NebulaHandshake, NebulaHandshakeDetails, RemoteIndex, Subtype, HEADER_LEN,
 };
-use node_sim::{kind, Sim, Tap};
+use node_sim::{kind, NatKind, Sim, Tap};
 use prost::Message;
 
 const S: Duration = Duration::from_secs(1);
@@ -85,11 +86,21 @@ fn closes(sim: &Sim, i: usize) -> Vec<CloseReason> {
 fn traffic_under_attack(
     sim: &mut Sim,
     rounds: u16,
+    attack: impl FnMut(&mut Sim, u16),
+) -> (Vec<u16>, Vec<u16>) {
+    traffic_between(sim, (0, 1), rounds, attack)
+}
+
+/// [`traffic_under_attack`] between nodes `a` and `b`.
+fn traffic_between(
+    sim: &mut Sim,
+    (a, b): (usize, usize),
+    rounds: u16,
     mut attack: impl FnMut(&mut Sim, u16),
 ) -> (Vec<u16>, Vec<u16>) {
     for seq in 1..=rounds {
-        sim.ping(0, 1, seq);
-        sim.ping(1, 0, seq);
+        sim.ping(a, b, seq);
+        sim.ping(b, a, seq);
         if seq % 5 == 0 {
             attack(sim, seq);
         }
@@ -101,7 +112,7 @@ fn traffic_under_attack(
             .filter(|s| !sim.got_reply(i, j, *s))
             .collect::<Vec<_>>()
     };
-    (lost(sim, 0, 1), lost(sim, 1, 0))
+    (lost(sim, a, b), lost(sim, b, a))
 }
 
 /// Node 1 initiated, so node 0 answered this very stage 1; the attacker replays it with ever
@@ -184,6 +195,66 @@ fn replayed_foreign_stage1_with_bumped_time_does_not_interrupt_traffic() {
         );
         assert!(sim.ping_ok(0, 1, 2000, S) && sim.ping_ok(1, 0, 2001, S));
     }
+}
+
+/// Two hosts behind symmetric NATs talk through a relay; the attacker replays, at the relay,
+/// the stage 1 one of them sent it, with bumped Times. The relay's tunnel to that host, and
+/// the relay legs riding on it, must stay: the relayed traffic is not interrupted.
+#[test]
+fn replayed_stage1_at_a_relay_keeps_the_relay_legs() {
+    let mut sim = Sim::new(38, Cipher::AesGcm);
+    sim.full_mesh = false;
+    let relay = VpnIp::from(Ipv4Addr::new(10, 0, 0, 1));
+    let underlay = SocketAddr::from(([192, 0, 2, 1], 4242));
+    // Node 1's first stage 1 to the relay (from its NAT's public address).
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    sim.tap = Some(Box::new(move |d| {
+        let from_node1 = d.from.ip() == Ipv4Addr::new(203, 0, 113, 2);
+        let is_stage1 = kind(&d.bytes) == Some((MessageType::Handshake, 1));
+        if from_node1 && is_stage1 && d.to == underlay && s.borrow().is_none() {
+            *s.borrow_mut() = Some(d.bytes.clone());
+        }
+        Tap::Pass
+    }));
+    sim.add_node_with(1, |c| {
+        c.am_lighthouse = true;
+        c.am_relay = true;
+    });
+    for n in [2, 3] {
+        sim.add_node_nat(n, Some(NatKind::Symmetric), |c| {
+            c.lighthouses = vec![relay];
+            c.static_host_map = BTreeMap::from([(relay, vec![underlay])]);
+            c.advertise_relays = vec![relay];
+        });
+    }
+    sim.run_for(S);
+    assert!(sim.ping_ok(1, 2, 1000, 15 * S), "no relayed tunnel");
+    let via_relay = |sim: &Sim| {
+        sim.host(1, 2)
+            .is_some_and(|h| h.remote.is_none() && h.relay == Some(relay))
+    };
+    assert!(via_relay(&sim));
+    let stage1 = seen.borrow().clone().expect("stage 1 captured");
+    let legs_before = sim.nodes[0].node.relays().len();
+    assert!(legs_before >= 2, "the relay forwards both ways");
+    let to = sim.nodes[0].addr;
+    let events_before: Vec<usize> = sim.nodes.iter().map(|n| n.events.len()).collect();
+    let (lost_12, lost_21) = traffic_between(&mut sim, (1, 2), 150, |sim, seq| {
+        sim.inject(attacker(), to, bump_time(&stage1, u32::from(seq) * S));
+    });
+    assert!(
+        lost_12.is_empty() && lost_21.is_empty(),
+        "lost {lost_12:?} / {lost_21:?}"
+    );
+    assert_eq!(sim.nodes[0].node.relays().len(), legs_before);
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let closed = n.events[events_before[i]..]
+            .iter()
+            .any(|e| matches!(e, Event::TunnelClosed { .. }));
+        assert!(!closed, "node {i} closed a tunnel");
+    }
+    assert!(via_relay(&sim) && sim.tunnel_consistent(1, 2));
 }
 
 /// The attacker answers our stage 1 first, Noise-validly (its own static key), with a
