@@ -427,3 +427,33 @@ fn restarted_silent_initiator_is_switched_to_when_the_old_session_dies() {
         "no new handshake was needed"
     );
 }
+
+/// A replayed stage 1 left a candidate from the attacker's address; then the peer really
+/// restarts (silently) and the old session dies of recv_errors. The attacker's candidate must
+/// not take its place (our traffic would go to the attacker); a fresh handshake rebuilds it.
+#[test]
+fn a_candidate_from_elsewhere_does_not_replace_a_dead_tunnel() {
+    let mut sim = Sim::new(39, Cipher::AesGcm);
+    sim.add_node(1);
+    sim.add_node(2);
+    sim.add_node(3);
+    assert!(sim.ping_ok(0, 1, 1000, S));
+    let seen = capture_stage1(&mut sim);
+    assert!(sim.ping_ok(1, 2, 1001, S));
+    let stage1 = seen.borrow()[0].clone();
+    let to = sim.nodes[0].addr;
+    sim.inject(attacker(), to, bump_time(&stage1, 60 * S));
+    sim.run_for(20 * MS);
+    let peer = vpn(&sim, 1);
+    assert!(sim.nodes[0].node.hostmap().candidate(peer).is_some());
+    sim.restart(1, 0);
+    let replied = (2..=12).find(|seq| sim.ping_ok(0, 1, *seq, 300 * MS));
+    assert!(replied.is_some(), "node 0 never reached the restarted node");
+    assert!(closes(&sim, 0).contains(&CloseReason::RecvError));
+    assert_eq!(sim.host(0, 1).unwrap().remote, Some(sim.nodes[1].addr));
+    assert!(
+        sim.host(0, 1).unwrap().initiator,
+        "rebuilt by a new handshake"
+    );
+    assert!(sim.tunnel_consistent(0, 1));
+}

@@ -144,9 +144,18 @@ impl HostMap {
         old
     }
 
-    /// Removes the tunnel only; a candidate for `ip` stays (see [`HostMap::promote_candidate`]).
+    /// Removes the tunnel. A candidate for `ip` stays (the caller decides whether it takes the
+    /// tunnel's place, see [`HostMap::promote_candidate`]) only if it came over the same path:
+    /// a peer that restarted in place. One from elsewhere may be a replay; it goes.
     pub fn remove_host(&mut self, ip: VpnIp) -> Option<HostInfo> {
         let h = self.hosts.remove(&ip)?;
+        let elsewhere = self
+            .candidates
+            .get(&ip)
+            .is_some_and(|c| !same_path(&c.host, &h));
+        if elsewhere {
+            self.remove_candidate(ip);
+        }
         self.by_index.remove(&h.local_index);
         if self.by_remote_index.get(&h.remote_index) == Some(&ip) {
             self.by_remote_index.remove(&h.remote_index);
@@ -186,6 +195,10 @@ impl HostMap {
 
     pub fn candidate_by_index(&self, idx: LocalIndex) -> Option<VpnIp> {
         self.candidate_by_index.get(&idx).copied()
+    }
+
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.values()
     }
 
     pub fn candidate_count(&self) -> usize {
@@ -272,6 +285,11 @@ impl HostMap {
             && !self.pending_by_index.contains_key(&idx)
             && !self.candidate_by_index.contains_key(&idx)
     }
+}
+
+/// Same underlay address, or (both relayed) the same relay.
+fn same_path(a: &HostInfo, b: &HostInfo) -> bool {
+    a.remote == b.remote && (a.remote.is_some() || a.relay == b.relay)
 }
 
 /// The initiator's ephemeral key: the first 32 bytes of a stage-1 Noise message.
