@@ -174,12 +174,12 @@ impl HostMap {
         live.or(candidate.filter(|h| h.stage1 == noise_part))
     }
 
-    /// The VPN IP whose tunnel or candidate answered a stage 1 with this ephemeral key (the
-    /// rest of the message may differ: a replay with altered fields).
+    /// The VPN IP whose tunnel or candidate answered a stage 1 from the same sender (static
+    /// key) with this ephemeral key; the payload may differ: a replay with altered fields.
     pub fn stage1_seen(&self, noise_part: &[u8]) -> Option<VpnIp> {
         let ip = *self.by_stage1.get(&stage1_key(noise_part)?)?;
-        let key = stage1_key(noise_part);
-        let same = |h: &HostInfo| stage1_key(&h.stage1) == key;
+        let keys = noise_part.get(..STAGE1_KEYS)?;
+        let same = |h: &HostInfo| h.stage1.get(..STAGE1_KEYS) == Some(keys);
         let live = self.hosts.get(&ip).is_some_and(same);
         let candidate = self.candidates.get(&ip).is_some_and(|c| same(&c.host));
         (live || candidate).then_some(ip)
@@ -291,6 +291,9 @@ impl HostMap {
 fn same_path(a: &HostInfo, b: &HostInfo) -> bool {
     a.remote == b.remote && (a.remote.is_some() || a.relay == b.relay)
 }
+
+/// A stage-1 Noise message starts with the initiator's ephemeral and static keys, in clear.
+const STAGE1_KEYS: usize = 64;
 
 /// The initiator's ephemeral key: the first 32 bytes of a stage-1 Noise message.
 fn stage1_key(noise_part: &[u8]) -> Option<[u8; 32]> {
