@@ -161,7 +161,7 @@ impl HostMap {
             self.by_remote_index.remove(&h.remote_index);
         }
         if let Some(e) = stage1_key(&h.stage1) {
-            self.by_stage1.remove(&e);
+            self.unlink_stage1(e, ip);
         }
         Some(h)
     }
@@ -230,9 +230,16 @@ impl HostMap {
             .get(&ip)
             .is_some_and(|h| stage1_key(&h.stage1) == e);
         if let (Some(e), false) = (e, live_shares) {
-            self.by_stage1.remove(&e);
+            self.unlink_stage1(e, ip);
         }
         Some(c)
+    }
+
+    /// Forgets `e` unless another host's stage 1 (a sender reusing an ephemeral key) took it.
+    fn unlink_stage1(&mut self, e: [u8; 32], ip: VpnIp) {
+        if self.by_stage1.get(&e) == Some(&ip) {
+            self.by_stage1.remove(&e);
+        }
     }
 
     /// Makes the candidate of `ip` its tunnel. Returns the tunnel it replaced (if any), or
