@@ -306,3 +306,116 @@ const STAGE1_KEYS: usize = 64;
 fn stage1_key(noise_part: &[u8]) -> Option<[u8; 32]> {
     noise_part.get(..32)?.try_into().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{AeadKey, Cipher};
+    use std::net::Ipv4Addr;
+
+    fn host(ip: u8, idx: u32, stage1: &[u8], remote: &str) -> HostInfo {
+        let key = |b: u8| AeadKey::new(Cipher::AesGcm, &[b; 32]);
+        let vpn_ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, ip));
+        HostInfo {
+            vpn_ip,
+            local_index: LocalIndex(idx),
+            remote_index: RemoteIndex(idx + 1000),
+            remote: Some(remote.parse().unwrap()),
+            relay: None,
+            session: Session::new(key(1), key(2)),
+            window: ReplayWindow::new(),
+            counter: 2,
+            peer: PeerCert {
+                vpn_ip,
+                ips: vec![Ipv4Addr::new(10, 0, 0, ip)],
+                subnets: Vec::new(),
+                name: format!("h{ip}"),
+                groups: Vec::new(),
+                fingerprint: String::new(),
+                issuer: String::new(),
+                issuer_name: String::new(),
+                not_after: i64::MAX,
+            },
+            handshake_time: 1,
+            stage1: stage1.to_vec(),
+            stage2: vec![idx as u8],
+            last_roam: None,
+            recv_errors: 0,
+            liveness: Liveness::default(),
+            initiator: false,
+            promote_counter: 0,
+        }
+    }
+
+    /// e || s || payload, as a stage-1 Noise part.
+    fn stage1(e: u8, s: u8, payload: u8) -> Vec<u8> {
+        let mut v = vec![e; 32];
+        v.extend_from_slice(&[s; 32]);
+        v.push(payload);
+        v
+    }
+
+    fn candidate(h: HostInfo) -> Candidate {
+        Candidate {
+            host: h,
+            expires: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn candidates_stand_only_beside_a_tunnel_and_are_found_by_index_and_stage1() {
+        let mut m = HostMap::default();
+        let ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, 2));
+        assert!(!m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "192.0.2.2:4242"))));
+        assert_eq!(m.candidate_count(), 0, "no tunnel, no candidate");
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        assert!(m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "192.0.2.2:4242"))));
+        assert!(!m.index_free(LocalIndex(7)));
+        assert_eq!(m.candidate_by_index(LocalIndex(7)), Some(ip));
+        assert_eq!(m.host_by_index(LocalIndex(7)), None, "not a tunnel yet");
+        let dup = m.host_by_stage1(&stage1(1, 9, 0)).map(|h| h.local_index);
+        assert_eq!(
+            dup,
+            Some(LocalIndex(7)),
+            "duplicate of the candidate's stage 1"
+        );
+        assert_eq!(m.stage1_seen(&stage1(1, 9, 5)), Some(ip), "altered copy");
+        assert_eq!(
+            m.stage1_seen(&stage1(1, 8, 0)),
+            None,
+            "another sender's static key"
+        );
+        // A newer candidate replaces the older one and its indexes.
+        assert!(m.insert_candidate(candidate(host(2, 8, &stage1(3, 9, 0), "192.0.2.2:4242"))));
+        assert_eq!(m.candidate_count(), 1);
+        assert!(m.index_free(LocalIndex(7)));
+        assert_eq!(m.stage1_seen(&stage1(1, 9, 0)), None);
+        // Promotion: the candidate is the tunnel, the old one is returned and unindexed.
+        let old = m.promote_candidate(ip).expect("had a candidate");
+        assert_eq!(old.map(|h| h.local_index), Some(LocalIndex(5)));
+        assert_eq!(m.host_by_index(LocalIndex(8)), Some(ip));
+        assert!(m.index_free(LocalIndex(5)) && m.candidate_count() == 0);
+        assert_eq!(m.stage1_seen(&stage1(2, 9, 0)), None);
+        assert_eq!(m.stage1_seen(&stage1(3, 9, 0)), Some(ip));
+    }
+
+    #[test]
+    fn a_candidate_outlives_its_tunnel_only_over_the_same_path() {
+        let mut m = HostMap::default();
+        let ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, 2));
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "192.0.2.2:4242")));
+        m.remove_host(ip);
+        assert!(m.candidate(ip).is_some(), "same address: a restarted peer");
+        m.remove_candidate(ip);
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "198.51.100.6:4242")));
+        m.remove_host(ip);
+        assert!(
+            m.candidate(ip).is_none(),
+            "from elsewhere: gone with the tunnel"
+        );
+        assert!(m.index_free(LocalIndex(7)));
+        assert_eq!(m.stage1_seen(&stage1(1, 9, 0)), None);
+    }
+}
