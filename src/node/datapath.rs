@@ -295,6 +295,9 @@ impl Node {
     ) -> Result<(VpnIp, usize), DropReason> {
         let idx = LocalIndex(header.remote_index.0);
         let Some(vpn_ip) = self.hostmap.host_by_index(idx) else {
+            if let Some(r) = self.open_candidate(header, buf) {
+                return r;
+            }
             self.maybe_send_recv_error(from, header.remote_index);
             return Err(DropReason::UnknownIndex);
         };

@@ -3,13 +3,21 @@
 //! existing tunnels and simultaneous attempts.
 //!
 //! Retries re-send the identical stage-1 datagram with linear back-off (attempt n waits
-//! n × try_interval). A duplicate stage 1 gets the cached stage 2. A stage 1 whose Time is not
+//! n × try_interval). A duplicate stage 1 gets the cached stage 2 (if its source passes the same
+//! path rules); an altered copy of one we answered is dropped. A stage 1 whose Time is not
 //! newer than the existing tunnel's is refused with a TestRequest over that tunnel. When both
 //! sides initiate, the handshake started by the higher VPN IP wins.
+//!
+//! A stage 1 is unauthenticated, so a newer one for a peer we already have a tunnel with only
+//! makes a *candidate* (see `hostmap`): the live tunnel keeps carrying traffic until a packet
+//! authenticates on the candidate (then it replaces the tunnel), or the live tunnel dies on the
+//! peer's side (recv_error, silence: the peer restarted), or the candidate expires after the
+//! handshake timeout. An initiator with nothing queued sends a TestRequest at completion so
+//! such a responder switches at once. A stage 2 whose certificate fails keeps the attempt.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 
@@ -18,7 +26,7 @@ use crate::wire::{
     Header, MessageType, NebulaHandshake, NebulaHandshakeDetails, RemoteIndex, Subtype, HEADER_LEN,
 };
 
-use super::hostmap::{HostInfo, Liveness, PendingHandshake};
+use super::hostmap::{Candidate, HostInfo, Liveness, PendingHandshake};
 use super::types::{DropReason, LocalIndex, PeerCert, VpnIp};
 use super::{CloseReason, DatagramOutcome, Event, Node};
 
@@ -213,9 +221,16 @@ impl Node {
         packet: &[u8],
     ) -> Result<(), DropReason> {
         let noise_part = &packet[HEADER_LEN..];
-        if let Some(cached) = self.duplicate_stage1(noise_part) {
+        if let Some((vpn_ip, cached)) = self.duplicate_stage1(noise_part) {
+            // A cached answer is still an answer to `from`: the same path rules apply.
+            self.check_path(vpn_ip, from)?;
             self.reply_handshake(now, from, cached);
             return Ok(());
+        }
+        if self.hostmap.stage1_seen(noise_part).is_some() {
+            // An initiator never reuses an ephemeral key: this is an altered copy of a stage 1
+            // we already answered (e.g. with a bumped Time).
+            return Err(DropReason::HandshakeReplayed);
         }
         let seed = self.next_seed();
         let mut noise =
@@ -247,11 +262,6 @@ impl Node {
         }
         let local_index = self.new_local_index()?;
         let (stage2, session) = self.stage2_message(noise, &hello.details, local_index, now)?;
-        let queue = self
-            .hostmap
-            .remove_pending(vpn_ip)
-            .map(|p| p.queue)
-            .unwrap_or_default();
         let host = HostInfo {
             vpn_ip,
             local_index,
@@ -272,8 +282,124 @@ impl Node {
             promote_counter: 0,
         };
         self.reply_handshake(now, from, stage2);
-        self.complete(now, host, queue);
+        self.install_responder(now, host);
         Ok(())
+    }
+
+    /// With no tunnel to the peer the new session is the tunnel at once (as fast as 1.6.1).
+    /// Beside a live tunnel it is only a candidate: anyone who saw a stage 1 can resend it,
+    /// so the live tunnel keeps carrying traffic until the candidate is proven.
+    fn install_responder(&mut self, now: Instant, host: HostInfo) {
+        let vpn_ip = host.vpn_ip;
+        if self.hostmap.host(vpn_ip).is_some() {
+            // A replaced candidate was never proven; nothing rides on it.
+            let expires = now + self.handshake_timeout();
+            self.hostmap.insert_candidate(Candidate { host, expires });
+            self.arm_timer(expires, vpn_ip);
+            return;
+        }
+        let queue = self
+            .hostmap
+            .remove_pending(vpn_ip)
+            .map(|p| p.queue)
+            .unwrap_or_default();
+        self.complete(now, host, queue);
+    }
+
+    /// How long an initiator keeps retrying (linear back-off over all retries): a candidate
+    /// not proven by then is given up.
+    fn handshake_timeout(&self) -> Duration {
+        let n = self.config.handshake_retries;
+        let steps = n.saturating_mul(n.saturating_add(1)) / 2;
+        self.config
+            .handshake_try_interval
+            .saturating_mul(steps.max(1))
+    }
+
+    /// Drops the candidate of `ip` if it expired unproven.
+    pub(super) fn candidate_timer(&mut self, now: Instant, ip: VpnIp) {
+        let expired = self.hostmap.candidate(ip).is_some_and(|c| c.expires <= now);
+        if expired {
+            self.hostmap.remove_candidate(ip);
+        }
+    }
+
+    /// `open` on an index that names no tunnel: if it is a candidate's and the packet
+    /// authenticates and passes the candidate's replay window, the candidate is proven and
+    /// becomes the tunnel. None if `idx` is not a candidate's.
+    pub(super) fn open_candidate(
+        &mut self,
+        header: &Header,
+        buf: &mut [u8],
+    ) -> Option<Result<(VpnIp, usize), DropReason>> {
+        let vpn_ip = self
+            .hostmap
+            .candidate_by_index(LocalIndex(header.remote_index.0))?;
+        let c = self.hostmap.candidate_mut(vpn_ip)?;
+        let host = &mut c.host;
+        if !host.window.check(header.counter) {
+            return Some(Err(DropReason::Replay));
+        }
+        let n = match host.session.open_in_place(header.counter, buf) {
+            Ok(n) => n,
+            Err(_) => return Some(Err(DropReason::AuthFailed)),
+        };
+        if !host.window.update(header.counter) {
+            return Some(Err(DropReason::ReplayAfterDecrypt));
+        }
+        self.promote_candidate(vpn_ip);
+        Some(Ok((vpn_ip, n)))
+    }
+
+    /// The candidate of `vpn_ip` becomes its tunnel; the old session, if still there, is
+    /// discarded (relay legs on it go with it: the peer dropped its side when it started the
+    /// new handshake).
+    pub(super) fn promote_candidate(&mut self, vpn_ip: VpnIp) {
+        let Some(old) = self.hostmap.promote_candidate(vpn_ip) else {
+            return;
+        };
+        if old.is_some() {
+            self.push_event(Event::TunnelClosed {
+                vpn_ip,
+                reason: CloseReason::Replaced,
+            });
+        }
+        let (remote, initiator) = self
+            .hostmap
+            .host(vpn_ip)
+            .map(|h| (h.remote, h.initiator))
+            .unwrap_or_default();
+        self.push_event(Event::HandshakeComplete {
+            vpn_ip,
+            remote,
+            initiator,
+        });
+        // No lighthouse outbox to flush (it only fills while there is no tunnel), but the
+        // new session's certificate may carry a new name.
+        if self.config.am_lighthouse && self.config.serve_dns {
+            self.add_dns_record(vpn_ip);
+        }
+    }
+
+    /// The tunnel to `vpn_ip` was just removed for `reason`: should its candidate, if any,
+    /// take its place? Yes when the old session died on the peer's side (recv_error,
+    /// silence): that is what a restarted peer looks like, and it then needs no new
+    /// handshake. Closes we chose, or that the peer asked for, take the candidate with them
+    /// (it is dropped here).
+    pub(super) fn candidate_survives(&mut self, vpn_ip: VpnIp, reason: CloseReason) -> bool {
+        if self.hostmap.host(vpn_ip).is_some() || self.hostmap.candidate(vpn_ip).is_none() {
+            return false;
+        }
+        match reason {
+            CloseReason::RecvError | CloseReason::Silent => true,
+            CloseReason::PeerClosed
+            | CloseReason::Replaced
+            | CloseReason::Local
+            | CloseReason::RelayLost => {
+                self.hostmap.remove_candidate(vpn_ip);
+                false
+            }
+        }
     }
 
     /// A direct handshake must pass remote_allow_list; a relayed one (no address, §7.3) must
@@ -295,13 +421,14 @@ impl Node {
         }
     }
 
-    /// The cached stage 2 if `noise_part` repeats the stage 1 an existing tunnel answered.
-    fn duplicate_stage1(&self, noise_part: &[u8]) -> Option<Vec<u8>> {
+    /// The peer and our cached stage 2 if `noise_part` repeats the stage 1 that an existing
+    /// tunnel or candidate answered.
+    fn duplicate_stage1(&self, noise_part: &[u8]) -> Option<(VpnIp, Vec<u8>)> {
         // 1.6.1 finds the tunnel by VPN IP after verifying the cert; identical bytes imply the
         // same cert, so looking up by the ephemeral key first is equivalent and skips the DH.
         self.hostmap
             .host_by_stage1(noise_part)
-            .map(|h| h.stage2.clone())
+            .map(|h| (h.vpn_ip, h.stage2.clone()))
     }
 
     /// Parses the handshake payload and verifies the recombined certificate.
@@ -383,15 +510,21 @@ impl Node {
                 return Err(DropReason::HandshakeNoise);
             }
         };
-        let Some(pending) = self.hostmap.remove_pending(vpn_ip) else {
-            return Err(DropReason::HandshakeUnknownIndex);
+        let hello = match self.hostmap.pending(vpn_ip) {
+            Some(p) => self.read_hello(&p.noise, &payload, now),
+            None => Err(DropReason::HandshakeUnknownIndex),
         };
-        let hello = match self.read_hello(&pending.noise, &payload, now) {
+        let hello = match hello {
             Ok(h) => h,
             Err(reason) => {
-                self.push_event(Event::HandshakeFailed { vpn_ip, reason });
+                // Anyone who saw our stage 1 can answer it Noise-validly with a key of their
+                // own; only the certificate tells, so a bad one must not end the attempt.
+                self.rebuild_pending_noise(vpn_ip);
                 return Err(reason);
             }
+        };
+        let Some(pending) = self.hostmap.remove_pending(vpn_ip) else {
+            return Err(DropReason::HandshakeUnknownIndex);
         };
         if let Err(reason) = self.check_path(vpn_ip, from) {
             // Keep trying the other paths; this one is refused.
@@ -477,8 +610,14 @@ impl Node {
             remote,
             initiator,
         });
+        let nothing_queued = queue.is_empty();
         for packet in queue {
             self.send_queued(now, vpn_ip, &packet);
+        }
+        if initiator && nothing_queued {
+            // A responder that still holds an older tunnel to us only switches to this session
+            // on an authenticated packet from us; give it one now rather than on our next send.
+            self.send_test_request(now, vpn_ip);
         }
         self.lighthouse_tunnel_up(now, vpn_ip);
     }

@@ -1,5 +1,8 @@
 //! The hostmap (`hostmap.go`): established tunnels by VPN IP, by our local index and by the
-//! peer's (remote) index, plus the pending-handshake map (`handshake_manager.go`).
+//! peer's (remote) index, plus the pending-handshake map (`handshake_manager.go`) and the
+//! candidate tunnels: at most one per VPN IP that already has a tunnel, answered as responder
+//! but not yet proven by an authenticated packet (a stage 1 is unauthenticated, so it must not
+//! replace a live tunnel by itself). meshd's own addition; 1.6.1 replaces at once.
 //!
 //! Pure bookkeeping, bounded by the caller-provided capacities. Ordered maps keyed by VPN IP keep
 //! timer processing deterministic. Must not send packets or do crypto.
@@ -75,6 +78,14 @@ pub struct PendingHandshake {
     pub blocked: Vec<SocketAddr>,
 }
 
+/// A responder session for a VPN IP that already has a tunnel, waiting for its first
+/// authenticated packet (then it replaces the tunnel) or for `expires`.
+#[derive(Debug)]
+pub struct Candidate {
+    pub host: HostInfo,
+    pub expires: Instant,
+}
+
 /// Established and pending tunnels with their index tables.
 #[derive(Default)]
 pub struct HostMap {
@@ -83,8 +94,12 @@ pub struct HostMap {
     by_remote_index: HashMap<RemoteIndex, VpnIp>,
     pending: BTreeMap<VpnIp, PendingHandshake>,
     pending_by_index: HashMap<LocalIndex, VpnIp>,
-    /// Responder tunnels by the ephemeral key of the stage 1 they answered (duplicate check).
+    /// Responder tunnels and candidates by the ephemeral key of the stage 1 they answered
+    /// (duplicate and replay checks).
     by_stage1: HashMap<[u8; 32], VpnIp>,
+    /// Bounded by `hosts`: only a VPN IP with a tunnel has one.
+    candidates: BTreeMap<VpnIp, Candidate>,
+    candidate_by_index: HashMap<LocalIndex, VpnIp>,
 }
 
 impl HostMap {
@@ -129,22 +144,109 @@ impl HostMap {
         old
     }
 
+    /// Removes the tunnel. A candidate for `ip` stays (the caller decides whether it takes the
+    /// tunnel's place, see [`HostMap::promote_candidate`]) only if it came over the same path:
+    /// a peer that restarted in place. One from elsewhere may be a replay; it goes.
     pub fn remove_host(&mut self, ip: VpnIp) -> Option<HostInfo> {
         let h = self.hosts.remove(&ip)?;
+        let elsewhere = self
+            .candidates
+            .get(&ip)
+            .is_some_and(|c| !same_path(&c.host, &h));
+        if elsewhere {
+            self.remove_candidate(ip);
+        }
         self.by_index.remove(&h.local_index);
         if self.by_remote_index.get(&h.remote_index) == Some(&ip) {
             self.by_remote_index.remove(&h.remote_index);
         }
         if let Some(e) = stage1_key(&h.stage1) {
-            self.by_stage1.remove(&e);
+            self.unlink_stage1(e, ip);
         }
         Some(h)
     }
 
-    /// The responder tunnel that answered exactly this stage-1 Noise message, if any.
+    /// The responder tunnel or candidate that answered exactly this stage-1 Noise message.
     pub fn host_by_stage1(&self, noise_part: &[u8]) -> Option<&HostInfo> {
-        let ip = self.by_stage1.get(&stage1_key(noise_part)?)?;
-        self.hosts.get(ip).filter(|h| h.stage1 == noise_part)
+        let ip = self.stage1_seen(noise_part)?;
+        let live = self.hosts.get(&ip).filter(|h| h.stage1 == noise_part);
+        let candidate = self.candidates.get(&ip).map(|c| &c.host);
+        live.or(candidate.filter(|h| h.stage1 == noise_part))
+    }
+
+    /// The VPN IP whose tunnel or candidate answered a stage 1 from the same sender (static
+    /// key) with this ephemeral key; the payload may differ: a replay with altered fields.
+    pub fn stage1_seen(&self, noise_part: &[u8]) -> Option<VpnIp> {
+        let ip = *self.by_stage1.get(&stage1_key(noise_part)?)?;
+        let keys = noise_part.get(..STAGE1_KEYS)?;
+        let same = |h: &HostInfo| h.stage1.get(..STAGE1_KEYS) == Some(keys);
+        let live = self.hosts.get(&ip).is_some_and(same);
+        let candidate = self.candidates.get(&ip).is_some_and(|c| same(&c.host));
+        (live || candidate).then_some(ip)
+    }
+
+    pub fn candidate(&self, ip: VpnIp) -> Option<&Candidate> {
+        self.candidates.get(&ip)
+    }
+
+    pub fn candidate_mut(&mut self, ip: VpnIp) -> Option<&mut Candidate> {
+        self.candidates.get_mut(&ip)
+    }
+
+    pub fn candidate_by_index(&self, idx: LocalIndex) -> Option<VpnIp> {
+        self.candidate_by_index.get(&idx).copied()
+    }
+
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.values()
+    }
+
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Sets the candidate of a VPN IP that has a tunnel, replacing an older one. Without a
+    /// tunnel there is nothing to stand beside: refused (false), the caller installs a tunnel.
+    pub fn insert_candidate(&mut self, c: Candidate) -> bool {
+        let ip = c.host.vpn_ip;
+        if !self.hosts.contains_key(&ip) {
+            return false;
+        }
+        self.remove_candidate(ip);
+        self.candidate_by_index.insert(c.host.local_index, ip);
+        if let Some(e) = stage1_key(&c.host.stage1) {
+            self.by_stage1.insert(e, ip);
+        }
+        self.candidates.insert(ip, c);
+        true
+    }
+
+    pub fn remove_candidate(&mut self, ip: VpnIp) -> Option<Candidate> {
+        let c = self.candidates.remove(&ip)?;
+        self.candidate_by_index.remove(&c.host.local_index);
+        let e = stage1_key(&c.host.stage1);
+        let live_shares = self
+            .hosts
+            .get(&ip)
+            .is_some_and(|h| stage1_key(&h.stage1) == e);
+        if let (Some(e), false) = (e, live_shares) {
+            self.unlink_stage1(e, ip);
+        }
+        Some(c)
+    }
+
+    /// Forgets `e` unless another host's stage 1 (a sender reusing an ephemeral key) took it.
+    fn unlink_stage1(&mut self, e: [u8; 32], ip: VpnIp) {
+        if self.by_stage1.get(&e) == Some(&ip) {
+            self.by_stage1.remove(&e);
+        }
+    }
+
+    /// Makes the candidate of `ip` its tunnel. Returns the tunnel it replaced (if any), or
+    /// None when there was no candidate.
+    pub fn promote_candidate(&mut self, ip: VpnIp) -> Option<Option<HostInfo>> {
+        let c = self.remove_candidate(ip)?;
+        Some(self.insert_host(c.host))
     }
 
     pub fn pending(&self, ip: VpnIp) -> Option<&PendingHandshake> {
@@ -183,13 +285,137 @@ impl HostMap {
         Some(p)
     }
 
-    /// True if `idx` names no pending or established tunnel.
+    /// True if `idx` names no pending, candidate or established tunnel.
     pub fn index_free(&self, idx: LocalIndex) -> bool {
-        idx.0 != 0 && !self.by_index.contains_key(&idx) && !self.pending_by_index.contains_key(&idx)
+        idx.0 != 0
+            && !self.by_index.contains_key(&idx)
+            && !self.pending_by_index.contains_key(&idx)
+            && !self.candidate_by_index.contains_key(&idx)
     }
 }
+
+/// Same underlay address, or (both relayed) the same relay.
+fn same_path(a: &HostInfo, b: &HostInfo) -> bool {
+    a.remote == b.remote && (a.remote.is_some() || a.relay == b.relay)
+}
+
+/// A stage-1 Noise message starts with the initiator's ephemeral and static keys, in clear.
+const STAGE1_KEYS: usize = 64;
 
 /// The initiator's ephemeral key: the first 32 bytes of a stage-1 Noise message.
 fn stage1_key(noise_part: &[u8]) -> Option<[u8; 32]> {
     noise_part.get(..32)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{AeadKey, Cipher};
+    use std::net::Ipv4Addr;
+
+    fn host(ip: u8, idx: u32, stage1: &[u8], remote: &str) -> HostInfo {
+        let key = |b: u8| AeadKey::new(Cipher::AesGcm, &[b; 32]);
+        let vpn_ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, ip));
+        HostInfo {
+            vpn_ip,
+            local_index: LocalIndex(idx),
+            remote_index: RemoteIndex(idx + 1000),
+            remote: Some(remote.parse().unwrap()),
+            relay: None,
+            session: Session::new(key(1), key(2)),
+            window: ReplayWindow::new(),
+            counter: 2,
+            peer: PeerCert {
+                vpn_ip,
+                ips: vec![Ipv4Addr::new(10, 0, 0, ip)],
+                subnets: Vec::new(),
+                name: format!("h{ip}"),
+                groups: Vec::new(),
+                fingerprint: String::new(),
+                issuer: String::new(),
+                issuer_name: String::new(),
+                not_after: i64::MAX,
+            },
+            handshake_time: 1,
+            stage1: stage1.to_vec(),
+            stage2: vec![idx as u8],
+            last_roam: None,
+            recv_errors: 0,
+            liveness: Liveness::default(),
+            initiator: false,
+            promote_counter: 0,
+        }
+    }
+
+    /// e || s || payload, as a stage-1 Noise part.
+    fn stage1(e: u8, s: u8, payload: u8) -> Vec<u8> {
+        let mut v = vec![e; 32];
+        v.extend_from_slice(&[s; 32]);
+        v.push(payload);
+        v
+    }
+
+    fn candidate(h: HostInfo) -> Candidate {
+        Candidate {
+            host: h,
+            expires: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn candidates_stand_only_beside_a_tunnel_and_are_found_by_index_and_stage1() {
+        let mut m = HostMap::default();
+        let ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, 2));
+        assert!(!m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "192.0.2.2:4242"))));
+        assert_eq!(m.candidate_count(), 0, "no tunnel, no candidate");
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        assert!(m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "192.0.2.2:4242"))));
+        assert!(!m.index_free(LocalIndex(7)));
+        assert_eq!(m.candidate_by_index(LocalIndex(7)), Some(ip));
+        assert_eq!(m.host_by_index(LocalIndex(7)), None, "not a tunnel yet");
+        let dup = m.host_by_stage1(&stage1(1, 9, 0)).map(|h| h.local_index);
+        assert_eq!(
+            dup,
+            Some(LocalIndex(7)),
+            "duplicate of the candidate's stage 1"
+        );
+        assert_eq!(m.stage1_seen(&stage1(1, 9, 5)), Some(ip), "altered copy");
+        assert_eq!(
+            m.stage1_seen(&stage1(1, 8, 0)),
+            None,
+            "another sender's static key"
+        );
+        // A newer candidate replaces the older one and its indexes.
+        assert!(m.insert_candidate(candidate(host(2, 8, &stage1(3, 9, 0), "192.0.2.2:4242"))));
+        assert_eq!(m.candidate_count(), 1);
+        assert!(m.index_free(LocalIndex(7)));
+        assert_eq!(m.stage1_seen(&stage1(1, 9, 0)), None);
+        // Promotion: the candidate is the tunnel, the old one is returned and unindexed.
+        let old = m.promote_candidate(ip).expect("had a candidate");
+        assert_eq!(old.map(|h| h.local_index), Some(LocalIndex(5)));
+        assert_eq!(m.host_by_index(LocalIndex(8)), Some(ip));
+        assert!(m.index_free(LocalIndex(5)) && m.candidate_count() == 0);
+        assert_eq!(m.stage1_seen(&stage1(2, 9, 0)), None);
+        assert_eq!(m.stage1_seen(&stage1(3, 9, 0)), Some(ip));
+    }
+
+    #[test]
+    fn a_candidate_outlives_its_tunnel_only_over_the_same_path() {
+        let mut m = HostMap::default();
+        let ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, 2));
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "192.0.2.2:4242")));
+        m.remove_host(ip);
+        assert!(m.candidate(ip).is_some(), "same address: a restarted peer");
+        m.remove_candidate(ip);
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        m.insert_candidate(candidate(host(2, 7, &stage1(1, 9, 0), "198.51.100.6:4242")));
+        m.remove_host(ip);
+        assert!(
+            m.candidate(ip).is_none(),
+            "from elsewhere: gone with the tunnel"
+        );
+        assert!(m.index_free(LocalIndex(7)));
+        assert_eq!(m.stage1_seen(&stage1(1, 9, 0)), None);
+    }
 }

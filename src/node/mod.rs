@@ -48,7 +48,7 @@ use crate::crypto::{Cipher, NoiseSeed, StaticSecret};
 pub use crate::crypto::{NodeRng, RngOrigin};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
-pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
+pub use hostmap::{Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
 pub use relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
 pub use reload::{ReloadInput, Reloaded};
@@ -504,6 +504,7 @@ impl Node {
         for ip in due {
             self.handshake_timer(now, ip);
             self.liveness_timer(now, ip);
+            self.candidate_timer(now, ip);
         }
         self.lighthouse_timers(now);
     }
@@ -518,7 +519,8 @@ impl Node {
             .hostmap
             .host(ip)
             .is_some_and(|h| h.liveness.check_at == Some(at) || h.liveness.delete_at == Some(at));
-        pending || host
+        let candidate = self.hostmap.candidate(ip).is_some_and(|c| c.expires == at);
+        pending || host || candidate
     }
 
     fn arm_timer(&mut self, at: Instant, ip: VpnIp) {
@@ -636,13 +638,16 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
+        let mut promote = None;
         match e {
             Event::TunnelClosed { vpn_ip, reason } => {
-                if reason != CloseReason::Replaced {
+                let survives = self.candidate_survives(vpn_ip, reason);
+                if reason != CloseReason::Replaced && !survives {
                     self.lighthouse_host_gone(vpn_ip);
                 }
                 // A replaced tunnel means the peer restarted or re-keyed: its legs are stale.
                 self.relay_tunnel_gone(vpn_ip);
+                promote = survives.then_some(vpn_ip);
             }
             Event::HandshakeTimedOut { vpn_ip, .. } => {
                 self.lighthouse_unreachable(vpn_ip);
@@ -652,6 +657,10 @@ impl Node {
         }
         if self.events.len() < self.config.max_queued_outputs {
             self.events.push_back(e);
+        }
+        if let Some(vpn_ip) = promote {
+            // After the close event, so the driver sees close then establish.
+            self.promote_candidate(vpn_ip);
         }
     }
 }

@@ -142,6 +142,16 @@ impl Node {
             self.close_tunnel(now, ip);
             r.disconnected.push(ip);
         }
+        // An unproven candidate must not become a tunnel the new rules refuse.
+        let refused: Vec<VpnIp> = self
+            .hostmap
+            .candidates()
+            .filter(|c| !accepts(&c.host.peer))
+            .map(|c| c.host.vpn_ip)
+            .collect();
+        for ip in refused {
+            self.hostmap.remove_candidate(ip);
+        }
     }
 }
 

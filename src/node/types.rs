@@ -93,6 +93,8 @@ drop_reasons!(
     HandshakeAlreadyComplete,
     HandshakeWrongHost,
     HandshakeUnknownIndex,
+    // A stage 1 with the ephemeral key of one already answered but other bytes (a replay).
+    HandshakeReplayed,
     IndexExhausted,
     HostMapFull,
     PendingFull,
