@@ -128,11 +128,8 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         handshake_try_interval: c.handshakes.try_interval,
         handshake_retries: c.handshakes.retries,
         static_host_map: static_host_map(c, warnings),
-        send_recv_error: match c.listen.send_recv_error {
-            config::SendRecvError::Always => SendRecvError::Always,
-            config::SendRecvError::Never => SendRecvError::Never,
-            config::SendRecvError::Private => SendRecvError::Private,
-        },
+        send_recv_error: recv_error_mode(c.listen.send_recv_error),
+        accept_recv_error: recv_error_mode(c.listen.accept_recv_error),
         tun_disabled: c.tun.disabled,
         connection_alive_interval: c.timers.connection_alive_interval,
         pending_deletion_interval: c.timers.pending_deletion_interval,
@@ -165,6 +162,14 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         listen_port: c.listen.port,
         serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
         ..NodeConfig::default()
+    }
+}
+
+fn recv_error_mode(m: config::SendRecvError) -> SendRecvError {
+    match m {
+        config::SendRecvError::Always => SendRecvError::Always,
+        config::SendRecvError::Never => SendRecvError::Never,
+        config::SendRecvError::Private => SendRecvError::Private,
     }
 }
 
