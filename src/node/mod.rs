@@ -49,7 +49,9 @@ use crate::crypto::{Cipher, StaticSecret};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
 pub use hostmap::{HostInfo, HostMap, Liveness, PendingHandshake};
-pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
+pub use lighthouse::{
+    details as lighthouse_details, from_wire as lighthouse_addrs, MAX_EXAMINED_PER_FAMILY,
+};
 pub use relay_table::{
     RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_HANDSHAKES_PER_REQUESTER,
     MAX_LEGS_PER_HOP,
