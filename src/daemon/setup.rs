@@ -412,7 +412,8 @@ mod tests {
         let mut yaml = pki_for(dir.path());
         yaml.push_str(
             "static_host_map: {\"10.9.0.1\": [\"192.0.2.1:4242\", \"localhost:4243\"]}\n\
-             listen: {host: \"::\", port: 4300, read_buffer: 1048576, batch: 32}\n\
+             listen: {host: \"::\", port: 4300, read_buffer: 1048576, batch: 32, \
+               send_recv_error: never, accept_recv_error: private}\n\
              cipher: chachapoly\n\
              tun: {dev: mesh7, mtu: 1400, tx_queue: 900, routes: [{mtu: 8800, route: 10.9.8.0/24}]}\n\
              logging: {level: debug, format: json}\n\
@@ -423,6 +424,8 @@ mod tests {
         std::fs::write(&cfg, yaml).unwrap();
         let plan = load(&cfg, now()).unwrap();
         assert_eq!(plan.node.cipher, Cipher::ChaChaPoly);
+        assert_eq!(plan.node.send_recv_error, SendRecvError::Never);
+        assert_eq!(plan.node.accept_recv_error, SendRecvError::Private);
         let statics = &plan.node.static_host_map[&VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))];
         assert!(statics.contains(&"192.0.2.1:4242".parse().unwrap()));
         assert!(

@@ -645,6 +645,43 @@ mod tests {
     }
 
     #[test]
+    fn only_the_first_entries_of_each_family_are_read() {
+        let v4: Vec<SocketAddr> = (0..5000u32)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i)), 1))
+            .collect();
+        let mut all = v4.clone();
+        all.extend((0..100u16).map(|i| sa(&format!("[2001:db8::{i:x}]:1"))));
+        let read = from_wire(&details(VpnIp(1), &all, &[]));
+        assert_eq!(read.len(), 2 * MAX_EXAMINED_PER_FAMILY);
+        assert_eq!(
+            read[..MAX_EXAMINED_PER_FAMILY],
+            v4[..MAX_EXAMINED_PER_FAMILY]
+        );
+    }
+
+    #[test]
+    fn addresses_no_peer_can_have() {
+        for bad in [
+            "0.0.0.0:1",
+            "224.0.0.1:1",
+            "255.255.255.255:1",
+            "192.0.2.1:0",
+            "[::]:1",
+            "[ff02::1]:1",
+        ] {
+            assert!(!usable_peer_addr(&sa(bad), true), "{bad}");
+        }
+        assert!(!usable_peer_addr(&sa("127.0.0.1:1"), false));
+        assert!(!usable_peer_addr(&sa("[::1]:1"), false));
+        assert!(
+            usable_peer_addr(&sa("127.0.0.1:1"), true),
+            "peers on one machine"
+        );
+        assert!(usable_peer_addr(&sa("10.1.2.3:4242"), false));
+        assert!(usable_peer_addr(&sa("[2001:db8::1]:4242"), false));
+    }
+
+    #[test]
     fn hostile_ports_are_skipped_and_families_capped() {
         let mut d = details(VpnIp(1), &[sa("192.0.2.1:1")], &[]);
         d.ip4_and_ports.push(Ip4AndPort {
