@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use meshd::config::{AllowList, IpNet};
-use meshd::crypto::{Cipher, NoiseHandshake};
+use meshd::crypto::{Cipher, NodeRng, NoiseHandshake};
 use meshd::node::{CloseReason, DropReason, Event, VpnIp};
 use meshd::wire::{
     Header, MessageType, NebulaHandshake, NebulaHandshakeDetails, RemoteIndex, Subtype, HEADER_LEN,
@@ -272,7 +272,12 @@ fn stage2_with_a_bad_certificate_keeps_the_attempt() {
         sim.ping(0, 1, 1);
         let stage1 = seen.borrow()[0].clone();
         let request = stage1_details(&stage1);
-        let mut noise = NoiseHandshake::responder(cipher, attacker_key, [9; 32]).unwrap();
+        let mut noise = NoiseHandshake::responder(
+            cipher,
+            attacker_key,
+            NodeRng::seeded_for_simulation(9).noise_seed(),
+        )
+        .unwrap();
         noise.read_message(&stage1[HEADER_LEN..]).unwrap();
         let payload = NebulaHandshake {
             details: Some(NebulaHandshakeDetails {

@@ -128,11 +128,8 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         handshake_try_interval: c.handshakes.try_interval,
         handshake_retries: c.handshakes.retries,
         static_host_map: static_host_map(c, warnings),
-        send_recv_error: match c.listen.send_recv_error {
-            config::SendRecvError::Always => SendRecvError::Always,
-            config::SendRecvError::Never => SendRecvError::Never,
-            config::SendRecvError::Private => SendRecvError::Private,
-        },
+        send_recv_error: recv_error_mode(c.listen.send_recv_error),
+        accept_recv_error: recv_error_mode(c.listen.accept_recv_error),
         tun_disabled: c.tun.disabled,
         connection_alive_interval: c.timers.connection_alive_interval,
         pending_deletion_interval: c.timers.pending_deletion_interval,
@@ -165,6 +162,14 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         listen_port: c.listen.port,
         serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
         ..NodeConfig::default()
+    }
+}
+
+fn recv_error_mode(m: config::SendRecvError) -> SendRecvError {
+    match m {
+        config::SendRecvError::Always => SendRecvError::Always,
+        config::SendRecvError::Never => SendRecvError::Never,
+        config::SendRecvError::Private => SendRecvError::Private,
     }
 }
 
@@ -407,7 +412,8 @@ pub(crate) mod tests {
         let mut yaml = pki_for(dir.path());
         yaml.push_str(
             "static_host_map: {\"10.9.0.1\": [\"192.0.2.1:4242\", \"localhost:4243\"]}\n\
-             listen: {host: \"::\", port: 4300, read_buffer: 1048576, batch: 32}\n\
+             listen: {host: \"::\", port: 4300, read_buffer: 1048576, batch: 32, \
+               send_recv_error: never, accept_recv_error: private}\n\
              cipher: chachapoly\n\
              tun: {dev: mesh7, mtu: 1400, tx_queue: 900, routes: [{mtu: 8800, route: 10.9.8.0/24}]}\n\
              logging: {level: debug, format: json}\n\
@@ -418,6 +424,8 @@ pub(crate) mod tests {
         std::fs::write(&cfg, yaml).unwrap();
         let plan = load(&cfg, now()).unwrap();
         assert_eq!(plan.node.cipher, Cipher::ChaChaPoly);
+        assert_eq!(plan.node.send_recv_error, SendRecvError::Never);
+        assert_eq!(plan.node.accept_recv_error, SendRecvError::Private);
         let statics = &plan.node.static_host_map[&VpnIp::from(Ipv4Addr::new(10, 9, 0, 1))];
         assert!(statics.contains(&"192.0.2.1:4242".parse().unwrap()));
         assert!(

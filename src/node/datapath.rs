@@ -306,7 +306,10 @@ impl Node {
             .host_mut(vpn_ip)
             .ok_or(DropReason::UnknownIndex)?;
         if !host.window.check(header.counter) {
-            self.maybe_send_recv_error(from, header.remote_index);
+            // No recv_error here, unlike 1.6.1's handleEncrypted (newer Nebulas dropped it
+            // too): the index is live, so the packet is a replay or a reordered straggler,
+            // and answering it would let anyone who replays a captured packet with a forged
+            // source make us hit a third party, or strike the peer's own recv_error count.
             return Err(DropReason::Replay);
         }
         let n = host
@@ -316,6 +319,8 @@ impl Node {
         if !host.window.update(header.counter) {
             return Err(DropReason::ReplayAfterDecrypt);
         }
+        // The peer demonstrably has this session: earlier recv_errors were stale or forged.
+        host.recv_errors = 0;
         Ok((vpn_ip, n))
     }
 
@@ -452,24 +457,41 @@ impl Node {
         }
     }
 
-    /// Fourth recv_error from the tunnel's current remote closes it locally (`handleRecvError`).
+    /// recv_error (unauthenticated by design): the fourth one that arrives on the tunnel's
+    /// current path closes it locally (`handleRecvError`), so a restarted peer is re-handshaken
+    /// quickly.
+    ///
+    /// Stricter than 1.6.1, which counts strikes from any source and, for a tunnel without a
+    /// direct address, closes on one from anywhere: here a recv_error counts only when it comes
+    /// from the tunnel's current remote, or, for a relay-only tunnel, through the relay leg to
+    /// that peer, and the count restarts at every authenticated packet (`open`). A stranger
+    /// can thus neither close a tunnel nor pre-load the count.
     fn handle_recv_error(
         &mut self,
         _now: Instant,
         from: SocketAddr,
         header: &Header,
     ) -> DatagramOutcome {
+        if !recv_error_mode_allows(self.config.accept_recv_error, from) {
+            return DatagramOutcome::Dropped(DropReason::RecvErrorNotAccepted);
+        }
         let Some(vpn_ip) = self.hostmap.host_by_remote_index(header.remote_index) else {
             return DatagramOutcome::Dropped(DropReason::UnknownIndex);
         };
+        let relay_peer = self.relay_ctx.map(|c| c.peer);
         let Some(host) = self.hostmap.host_mut(vpn_ip) else {
             return DatagramOutcome::Dropped(DropReason::UnknownIndex);
         };
+        let on_path = match (host.remote, relay_peer) {
+            (Some(remote), None) => remote == from,
+            (None, Some(peer)) => peer == vpn_ip,
+            _ => false,
+        };
+        if !on_path {
+            return DatagramOutcome::Dropped(DropReason::RecvErrorWrongSource);
+        }
         if host.recv_errors < MAX_RECV_ERRORS {
             host.recv_errors += 1;
-            return DatagramOutcome::Handled;
-        }
-        if host.remote.is_some_and(|r| r != from) {
             return DatagramOutcome::Handled;
         }
         self.hostmap.remove_host(vpn_ip);
@@ -484,12 +506,7 @@ impl Node {
         if self.relayed() {
             return;
         }
-        let allowed = match self.config.send_recv_error {
-            SendRecvError::Always => true,
-            SendRecvError::Never => false,
-            SendRecvError::Private => is_private(canonical(to.ip())),
-        };
-        if allowed {
+        if recv_error_mode_allows(self.config.send_recv_error, to) {
             let h = Header::new(MessageType::RecvError, Subtype::NONE, index, 0);
             self.push_transmit(to, h.encode().to_vec());
         }
@@ -527,6 +544,16 @@ impl Node {
         if let Some(h) = self.hostmap.host_mut(vpn_ip) {
             h.liveness.saw_in = true;
         }
+    }
+}
+
+/// `listen.send_recv_error` / `listen.accept_recv_error` for a peer address. A relayed
+/// packet's stand-in source is not private, so `private` refuses those.
+fn recv_error_mode_allows(mode: SendRecvError, addr: SocketAddr) -> bool {
+    match mode {
+        SendRecvError::Always => true,
+        SendRecvError::Never => false,
+        SendRecvError::Private => is_private(canonical(addr.ip())),
     }
 }
 

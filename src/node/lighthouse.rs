@@ -10,6 +10,12 @@
 //! a handshake lacks addresses; answers only from configured lighthouses, filtered and capped,
 //! then stored per lighthouse in the peer's [`super::RemoteList`].
 //!
+//! Every address list from the wire is read only up to [`MAX_EXAMINED_PER_FAMILY`] entries per
+//! family before anything else (filtering, deduplication) looks at it, so one packet costs a
+//! bounded amount of work; addresses that cannot be a peer (unspecified, multicast, broadcast,
+//! port 0, loopback from a peer not itself on loopback) and those refused by
+//! `remote_allow_list` never become handshake or punch targets.
+//!
 //! All lighthouse messages are `NebulaMeta` protobufs in type 3 / subtype 0 packets sealed on the
 //! tunnel to the peer. Sans-IO: no sockets or clocks; must not touch handshake internals beyond
 //! `connect` and `set_learned_remotes`.
@@ -31,6 +37,9 @@ use super::{AllowList, DatagramOutcome, Node, NodeConfig};
 /// Addresses kept per family per host (1.6.1's cap), and relays per host.
 pub const MAX_PER_FAMILY: usize = 10;
 pub const MAX_RELAYS: usize = 10;
+/// Wire entries read per family from one message; the rest is ignored unread. Above the
+/// 10 kept so that a few refused entries do not crowd out good ones (1.6.1 reads 10).
+pub const MAX_EXAMINED_PER_FAMILY: usize = 32;
 /// Messages held per lighthouse while its tunnel is being built.
 const MAX_OUTBOX: usize = 64;
 
@@ -52,6 +61,8 @@ pub(super) struct LighthouseState {
     /// `<cert name>.` → VPN IP, for the lighthouse DNS (bounded by `max_hosts`).
     pub(super) dns: BTreeMap<String, VpnIp>,
     pub(super) punch: PunchState,
+    /// Address entries read from lighthouse messages (work done for peers, for tests/stats).
+    addrs_examined: u64,
 }
 
 impl LighthouseState {
@@ -64,6 +75,7 @@ impl LighthouseState {
             outbox: BTreeMap::new(),
             dns: BTreeMap::new(),
             punch: PunchState::new(config, now),
+            addrs_examined: 0,
         }
     }
 
@@ -121,6 +133,12 @@ impl Node {
             .chain(local)
             .collect();
         cap_per_family(dedup(all))
+    }
+
+    /// Address entries read from lighthouse messages so far; one message adds at most
+    /// 2 × [`MAX_EXAMINED_PER_FAMILY`], however many it carries.
+    pub fn lighthouse_addrs_examined(&self) -> u64 {
+        self.lh.addrs_examined
     }
 
     /// Whether this lighthouse holds an entry for `vpn_ip` (its tunnel is up).
@@ -308,13 +326,8 @@ impl Node {
         if VpnIp(d.vpn_ip) != sender {
             return Err(DropReason::LightHouseUpdateSpoofed);
         }
-        let addrs = self.filter_remote_addrs(sender, from_wire(d));
-        let relays = d
-            .relay_vpn_ip
-            .iter()
-            .take(MAX_RELAYS)
-            .map(|r| VpnIp(*r))
-            .collect();
+        let addrs = self.reported_addrs(sender, sender, d);
+        let relays = self.reported_relays(d);
         self.lh.reported.insert(sender, Reported { addrs, relays });
         Ok(())
     }
@@ -333,13 +346,8 @@ impl Node {
         if target == self.identity.vpn_ip {
             return Ok(());
         }
-        let addrs = self.filter_remote_addrs(target, from_wire(d));
-        let relays: Vec<VpnIp> = d
-            .relay_vpn_ip
-            .iter()
-            .take(MAX_RELAYS)
-            .map(|r| VpnIp(*r))
-            .collect();
+        let addrs = self.reported_addrs(sender, target, d);
+        let relays = self.reported_relays(d);
         self.set_learned_remotes(now, sender, target, &addrs, &relays);
         Ok(())
     }
@@ -354,7 +362,9 @@ impl Node {
         if !self.is_lighthouse(sender) {
             return Err(DropReason::LightHouseNotLighthouse);
         }
-        let addrs = cap_per_family(from_wire(d));
+        // 1.6.1 punches whatever the lighthouse names; these pass the same rules as handshake
+        // targets, so a lighthouse cannot point our punches anywhere the config refuses.
+        let addrs = self.reported_addrs(sender, VpnIp(d.vpn_ip), d);
         self.schedule_punches(now, &addrs);
         if self.config.punch_respond {
             self.schedule_respond(now, VpnIp(d.vpn_ip));
@@ -365,15 +375,43 @@ impl Node {
     /// remote_allow_list and the most specific remote_allow_ranges list for `vpn_ip` (1.6.1's
     /// `RemoteAllowList.Allow`).
     pub(super) fn remote_allowed(&self, vpn_ip: VpnIp, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        let range_list = self
-            .config
-            .remote_allow_ranges
+        remote_allowed_by(&self.config, vpn_ip, ip)
+    }
+
+    /// Addresses `peer` (a lighthouse, or the host updating it) reports for `subject`: the
+    /// first [`MAX_EXAMINED_PER_FAMILY`] of each family, then [`Self::filter_remote_addrs`].
+    /// Loopback counts only from a peer we reach over loopback itself (everything on one
+    /// machine); from anywhere else it would aim our packets at our own local services.
+    fn reported_addrs(
+        &mut self,
+        peer: VpnIp,
+        subject: VpnIp,
+        d: &NebulaMetaDetails,
+    ) -> Vec<SocketAddr> {
+        let read = d.ip4_and_ports.len().min(MAX_EXAMINED_PER_FAMILY)
+            + d.ip6_and_ports.len().min(MAX_EXAMINED_PER_FAMILY);
+        self.lh.addrs_examined = self.lh.addrs_examined.saturating_add(read as u64);
+        let loopback_ok = self
+            .hostmap
+            .host(peer)
+            .and_then(|h| h.remote)
+            .is_some_and(|r| canonical(r.ip()).is_loopback());
+        let addrs = from_wire(d)
+            .into_iter()
+            .filter(|a| usable_peer_addr(a, loopback_ok))
+            .collect();
+        self.filter_remote_addrs(subject, addrs)
+    }
+
+    /// Relays named in a message: at most [`MAX_RELAYS`], only VPN IPs of our network.
+    fn reported_relays(&self, d: &NebulaMetaDetails) -> Vec<VpnIp> {
+        let net = self.identity.vpn_net;
+        d.relay_vpn_ip
             .iter()
-            .filter(|(net, _)| net.contains(vpn_ip.addr()))
-            .max_by_key(|(net, _)| net.prefix())
-            .map(|(_, l)| l);
-        allowed(self.config.remote_allow_list.as_ref(), ip) && allowed(range_list, ip)
+            .take(MAX_RELAYS)
+            .map(|r| VpnIp(*r))
+            .filter(|r| net.contains(r.addr()) && r.addr() != net.broadcast())
+            .collect()
     }
 
     /// Inside one of `preferred_ranges`?
@@ -382,7 +420,8 @@ impl Node {
         self.config.preferred_ranges.iter().any(|n| n.contains(ip))
     }
 
-    /// Allowed by [`Self::remote_allowed`], outside our VPN network, ≤ 10 per family.
+    /// Allowed by [`Self::remote_allowed`], outside our VPN network, ≤ 10 per family. `addrs`
+    /// is short (read through [`from_wire`]), so the quadratic dedup stays cheap.
     pub(super) fn filter_remote_addrs(
         &self,
         vpn_ip: VpnIp,
@@ -400,6 +439,48 @@ impl Node {
 
 fn allowed(list: Option<&AllowList>, ip: IpAddr) -> bool {
     list.is_none_or(|l| l.allows(ip))
+}
+
+/// [`Node::remote_allowed`] under `cfg` (a reload filters with the config it installs).
+pub(super) fn remote_allowed_by(cfg: &NodeConfig, vpn_ip: VpnIp, ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    let range_list = cfg
+        .remote_allow_ranges
+        .iter()
+        .filter(|(net, _)| net.contains(vpn_ip.addr()))
+        .max_by_key(|(net, _)| net.prefix())
+        .map(|(_, l)| l);
+    allowed(cfg.remote_allow_list.as_ref(), ip) && allowed(range_list, ip)
+}
+
+/// The `static_host_map` addresses of `vpn_ip` that become handshake targets: allowed by the
+/// remote allow lists and outside our VPN network (1.6.1's `addStaticRemote`).
+pub(super) fn static_targets(
+    cfg: &NodeConfig,
+    vpn_net: super::Ipv4Net,
+    vpn_ip: VpnIp,
+    addrs: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    addrs
+        .iter()
+        .copied()
+        .filter(|a| remote_allowed_by(cfg, vpn_ip, a.ip()))
+        .filter(|a| match canonical(a.ip()) {
+            IpAddr::V4(v4) => !vpn_net.contains(v4),
+            IpAddr::V6(_) => true,
+        })
+        .collect()
+}
+
+/// Could a reported address be a peer at all? Not unspecified, multicast, the IPv4 broadcast
+/// or port 0; loopback only when `loopback_ok`. `a` is canonical (IPv4-mapped as IPv4).
+fn usable_peer_addr(a: &SocketAddr, loopback_ok: bool) -> bool {
+    let ip = a.ip();
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    };
+    a.port() != 0 && !special && !ip.is_unspecified() && (loopback_ok || !ip.is_loopback())
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4.
@@ -459,18 +540,27 @@ pub fn details(vpn_ip: VpnIp, addrs: &[SocketAddr], relays: &[VpnIp]) -> NebulaM
     d
 }
 
-/// Underlay addresses of a `NebulaMetaDetails` (IPv4 first); entries with ports that do not
-/// fit 16 bits are hostile and skipped.
+/// Underlay addresses of a `NebulaMetaDetails` (IPv4 first, IPv4-mapped IPv6 as IPv4): the
+/// first [`MAX_EXAMINED_PER_FAMILY`] entries of each family, whatever follows is never read.
+/// Entries with ports that do not fit 16 bits are hostile and skipped.
 pub fn from_wire(d: &NebulaMetaDetails) -> Vec<SocketAddr> {
-    let v4 = d.ip4_and_ports.iter().filter_map(|e| {
-        let port = u16::try_from(e.port).ok()?;
-        Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(e.ip)), port))
-    });
-    let v6 = d.ip6_and_ports.iter().filter_map(|e| {
-        let port = u16::try_from(e.port).ok()?;
-        let ip = Ipv6Addr::from((u128::from(e.hi) << 64) | u128::from(e.lo));
-        Some(SocketAddr::new(IpAddr::V6(ip), port))
-    });
+    let v4 = d
+        .ip4_and_ports
+        .iter()
+        .take(MAX_EXAMINED_PER_FAMILY)
+        .filter_map(|e| {
+            let port = u16::try_from(e.port).ok()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(e.ip)), port))
+        });
+    let v6 = d
+        .ip6_and_ports
+        .iter()
+        .take(MAX_EXAMINED_PER_FAMILY)
+        .filter_map(|e| {
+            let port = u16::try_from(e.port).ok()?;
+            let ip = Ipv6Addr::from((u128::from(e.hi) << 64) | u128::from(e.lo));
+            Some(SocketAddr::new(canonical(IpAddr::V6(ip)), port))
+        });
     v4.chain(v6).collect()
 }
 
@@ -552,6 +642,43 @@ mod tests {
                 sa("[fd00::2]:47003")
             ]
         );
+    }
+
+    #[test]
+    fn only_the_first_entries_of_each_family_are_read() {
+        let v4: Vec<SocketAddr> = (0..5000u32)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i)), 1))
+            .collect();
+        let mut all = v4.clone();
+        all.extend((0..100u16).map(|i| sa(&format!("[2001:db8::{i:x}]:1"))));
+        let read = from_wire(&details(VpnIp(1), &all, &[]));
+        assert_eq!(read.len(), 2 * MAX_EXAMINED_PER_FAMILY);
+        assert_eq!(
+            read[..MAX_EXAMINED_PER_FAMILY],
+            v4[..MAX_EXAMINED_PER_FAMILY]
+        );
+    }
+
+    #[test]
+    fn addresses_no_peer_can_have() {
+        for bad in [
+            "0.0.0.0:1",
+            "224.0.0.1:1",
+            "255.255.255.255:1",
+            "192.0.2.1:0",
+            "[::]:1",
+            "[ff02::1]:1",
+        ] {
+            assert!(!usable_peer_addr(&sa(bad), true), "{bad}");
+        }
+        assert!(!usable_peer_addr(&sa("127.0.0.1:1"), false));
+        assert!(!usable_peer_addr(&sa("[::1]:1"), false));
+        assert!(
+            usable_peer_addr(&sa("127.0.0.1:1"), true),
+            "peers on one machine"
+        );
+        assert!(usable_peer_addr(&sa("10.1.2.3:4242"), false));
+        assert!(usable_peer_addr(&sa("[2001:db8::1]:4242"), false));
     }
 
     #[test]

@@ -49,8 +49,13 @@ pub use crate::crypto::{NodeRng, RngOrigin};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
 pub use hostmap::{Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
-pub use lighthouse::{details as lighthouse_details, from_wire as lighthouse_addrs};
-pub use relay_table::{RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_LEGS_PER_HOP};
+pub use lighthouse::{
+    details as lighthouse_details, from_wire as lighthouse_addrs, MAX_EXAMINED_PER_FAMILY,
+};
+pub use relay_table::{
+    RelayIndex, RelayLeg, RelayRole, RelayState, RelayTable, MAX_HANDSHAKES_PER_REQUESTER,
+    MAX_LEGS_PER_HOP,
+};
 pub use reload::{ReloadInput, Reloaded};
 pub use remotes::RemoteList;
 pub use routing::UnsafeRoute;
@@ -82,6 +87,8 @@ pub struct NodeConfig {
     /// `static_host_map`: underlay addresses per VPN IP.
     pub static_host_map: BTreeMap<VpnIp, Vec<SocketAddr>>,
     pub send_recv_error: SendRecvError,
+    /// `listen.accept_recv_error` (since Nebula 1.10.1): which sources' recv_errors are acted on.
+    pub accept_recv_error: SendRecvError,
     /// `tun.disabled`: answer ICMP echo to ourselves, drop everything else addressed to us.
     pub tun_disabled: bool,
     /// `timers.connection_alive_interval`
@@ -158,6 +165,7 @@ impl Default for NodeConfig {
             handshake_queue_len: 100,
             static_host_map: BTreeMap::new(),
             send_recv_error: SendRecvError::Always,
+            accept_recv_error: SendRecvError::Always,
             tun_disabled: false,
             connection_alive_interval: Duration::from_secs(5),
             pending_deletion_interval: Duration::from_secs(10),
@@ -285,7 +293,8 @@ pub struct Transmit {
 pub enum CloseReason {
     /// The peer sent an authenticated closeTunnel.
     PeerClosed,
-    /// Four recv_errors from the tunnel's current remote.
+    /// Four recv_errors on the tunnel's current path (its remote, or its relay) with no
+    /// authenticated packet in between.
     RecvError,
     /// The connection manager saw no answer to its TestRequest.
     Silent,
@@ -397,7 +406,10 @@ impl Node {
         let remotes = config
             .static_host_map
             .iter()
-            .map(|(ip, addrs)| (*ip, RemoteList::with_static(addrs)))
+            .map(|(ip, addrs)| {
+                let targets = lighthouse::static_targets(&config, identity.vpn_net, *ip, addrs);
+                (*ip, RemoteList::with_static(&targets))
+            })
             .collect();
         let lh = lighthouse::LighthouseState::new(&config, now);
         Node {

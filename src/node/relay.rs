@@ -108,6 +108,8 @@ impl Node {
         if !host.window.update(counter) {
             return Err(DropReason::ReplayAfterDecrypt);
         }
+        // Authenticated traffic on the hop tunnel, as in `open`.
+        host.recv_errors = 0;
         Ok(n)
     }
 
@@ -423,9 +425,13 @@ impl Node {
         if b == a {
             return Err(DropReason::ControlMalformed);
         }
+        if !self.relay_target_in_network(b) {
+            // 1.6.1 would start a handshake to any address a requester names.
+            return Err(DropReason::RelayOutsideNetwork);
+        }
         let Some(b_remote) = self.hostmap.host(b).map(|h| h.remote) else {
             // Get a tunnel to B now; A's next retry finds it.
-            self.connect(now, b);
+            self.handshake_for(now, a, b)?;
             return Err(DropReason::RelayNoTunnel);
         };
         if b_remote.is_none() {
@@ -456,6 +462,32 @@ impl Node {
             relay_from_ip: a.0,
         };
         self.send_relay_control(now, b, &req);
+        Ok(())
+    }
+
+    /// Relays serve only hosts of their own certificate's VPN network (not its broadcast).
+    fn relay_target_in_network(&self, b: VpnIp) -> bool {
+        let net = self.identity.vpn_net;
+        net.contains(b.addr()) && b.addr() != net.broadcast()
+    }
+
+    /// Starts a handshake to `b` because `a` asked to be relayed there, unless one is under
+    /// way already; at most [`super::MAX_HANDSHAKES_PER_REQUESTER`] at a time per requester.
+    fn handshake_for(&mut self, now: Instant, a: VpnIp, b: VpnIp) -> Result<(), DropReason> {
+        if self.hostmap.pending(b).is_some() {
+            return Ok(());
+        }
+        let hostmap = &self.hostmap;
+        if !self
+            .relays
+            .admit_handshake_for(a, |t| hostmap.pending(t).is_some())
+        {
+            return Err(DropReason::RelayRequesterBusy);
+        }
+        self.connect(now, b);
+        if self.hostmap.pending(b).is_some() {
+            self.relays.record_handshake_for(a, b);
+        }
         Ok(())
     }
 
@@ -533,6 +565,7 @@ impl Node {
     /// A tunnel went away: legs riding on it or reaching it go, and tunnels that only had a
     /// path through it are closed (they come back through a new handshake).
     pub(super) fn relay_tunnel_gone(&mut self, vpn_ip: VpnIp) {
+        self.relays.forget_requester(vpn_ip);
         if self.relays.is_empty() {
             return;
         }

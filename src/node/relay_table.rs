@@ -1,5 +1,6 @@
 //! The relay table: relay legs by our index and by (hop, peer), bounded per hop tunnel and in
-//! total. Pure bookkeeping for `relay`; no packets, crypto or clocks.
+//! total, and the handshakes a relay started on behalf of each requester (bounded per
+//! requester). Pure bookkeeping for `relay`; no packets, crypto or clocks.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +11,11 @@ use super::types::{DropReason, VpnIp};
 /// Legs one hop tunnel may carry (1.6.1 has no bound). One per far host reached through that
 /// hop, so this caps how many peers one host can reach through one relay.
 pub const MAX_LEGS_PER_HOP: usize = 1024;
+
+/// Handshakes a relay keeps under way for one requester: a relay asked for hosts it has no
+/// tunnel to starts handshakes to them (1.6.1 does so without limit), and one peer must not
+/// be able to fill the pending table or make the relay probe the whole network.
+pub const MAX_HANDSHAKES_PER_REQUESTER: usize = 8;
 
 /// Our index for a relay leg (the outer remote index the next hop puts on packets for us).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +53,9 @@ pub struct RelayTable {
     legs: HashMap<RelayIndex, RelayLeg>,
     by_route: BTreeMap<(VpnIp, VpnIp), RelayIndex>,
     per_hop: HashMap<VpnIp, usize>,
+    /// Requester → hosts we started a handshake to because it asked us to relay there.
+    /// Requesters have tunnels (bounded by the hostmap) and leave with them.
+    started_for: BTreeMap<VpnIp, Vec<VpnIp>>,
 }
 
 impl RelayTable {
@@ -114,6 +123,42 @@ impl RelayTable {
             }
         }
         Some(leg)
+    }
+
+    /// May `requester` have one more handshake started on its behalf? Handshakes that are no
+    /// longer `pending` (done or given up) stop counting.
+    pub(super) fn admit_handshake_for(
+        &mut self,
+        requester: VpnIp,
+        pending: impl Fn(VpnIp) -> bool,
+    ) -> bool {
+        let Some(started) = self.started_for.get_mut(&requester) else {
+            return true;
+        };
+        started.retain(|t| pending(*t));
+        if started.is_empty() {
+            self.started_for.remove(&requester);
+            return true;
+        }
+        started.len() < MAX_HANDSHAKES_PER_REQUESTER
+    }
+
+    /// Records a handshake to `target` started for `requester` (after `admit_handshake_for`).
+    pub(super) fn record_handshake_for(&mut self, requester: VpnIp, target: VpnIp) {
+        let started = self.started_for.entry(requester).or_default();
+        if !started.contains(&target) && started.len() < MAX_HANDSHAKES_PER_REQUESTER {
+            started.push(target);
+        }
+    }
+
+    /// Handshakes started for `requester` and still counted against it.
+    pub fn handshakes_for(&self, requester: VpnIp) -> usize {
+        self.started_for.get(&requester).map_or(0, Vec::len)
+    }
+
+    /// The requester's tunnel went: it no longer holds handshakes of ours.
+    pub(super) fn forget_requester(&mut self, requester: VpnIp) {
+        self.started_for.remove(&requester);
     }
 
     /// Removes our own legs toward `peer` that never got established (its handshake gave up).
@@ -195,6 +240,23 @@ mod tests {
             "in total"
         );
         assert!(t.carries(VpnIp(11)) && !t.carries(VpnIp(12)));
+    }
+
+    #[test]
+    fn handshakes_for_a_requester_are_bounded_and_expire() {
+        let mut t = RelayTable::default();
+        let a = VpnIp(1);
+        for target in 0..MAX_HANDSHAKES_PER_REQUESTER as u32 {
+            assert!(t.admit_handshake_for(a, |_| true));
+            t.record_handshake_for(a, VpnIp(100 + target));
+        }
+        assert!(!t.admit_handshake_for(a, |_| true), "bound reached");
+        assert!(t.admit_handshake_for(VpnIp(2), |_| true), "per requester");
+        // One handshake finished: room for one more.
+        assert!(t.admit_handshake_for(a, |ip| ip != VpnIp(100)));
+        assert_eq!(t.handshakes_for(a), MAX_HANDSHAKES_PER_REQUESTER - 1);
+        t.forget_requester(a);
+        assert_eq!(t.handshakes_for(a), 0);
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Reload (SIGHUP) on the node side: applies the reloadable parts of a new [`NodeConfig`],
 //! identity and certificate verifier to a running node, and says what changed.
 //!
-//! Owns only the decision of what a reload touches inside the node: static hosts, lighthouses
-//! and their interval, punchy, relay use, handshake timing, a new own certificate, a new CA pool
-//! (peers it no longer accepts are disconnected). Keys that need a restart are reported and
+//! Owns only the decision of what a reload touches inside the node: static hosts and the
+//! remote allow lists (known addresses are re-filtered), lighthouses and their interval,
+//! punchy, relay use, handshake timing, a new own certificate, a new CA pool (peers it no
+//! longer accepts are disconnected). Keys that need a restart are reported and
 //! left as they were. Must not read files or validate configuration; the driver hands in values
 //! that are already checked.
 
 use std::time::Instant;
 
+use super::lighthouse::{remote_allowed_by, static_targets};
 use super::{CertVerifier, Identity, Node, NodeConfig, PeerCert, RemoteList, VpnIp};
 
 /// What [`Node::apply_config`] did.
@@ -55,6 +57,10 @@ impl Node {
                 "listen.send_recv_error",
                 self.config.send_recv_error != cfg.send_recv_error,
             ),
+            (
+                "listen.accept_recv_error",
+                self.config.accept_recv_error != cfg.accept_recv_error,
+            ),
         ] {
             if differs {
                 r.changed.push(key);
@@ -67,8 +73,13 @@ impl Node {
         r
     }
 
+    /// Static addresses are re-read, and learned ones re-filtered, whenever the map or the
+    /// remote allow lists change: targets the new lists refuse are never sent to again.
     fn reload_static_hosts(&mut self, cfg: &NodeConfig, r: &mut Reloaded) {
-        if cfg.static_host_map == self.config.static_host_map {
+        let map_changed = cfg.static_host_map != self.config.static_host_map;
+        let allow_changed = cfg.remote_allow_list != self.config.remote_allow_list
+            || cfg.remote_allow_ranges != self.config.remote_allow_ranges;
+        if !map_changed && !allow_changed {
             return;
         }
         for ip in self.config.static_host_map.keys() {
@@ -78,15 +89,25 @@ impl Node {
                 }
             }
         }
+        let net = self.identity.vpn_net;
         for (ip, addrs) in &cfg.static_host_map {
+            let targets = static_targets(cfg, net, *ip, addrs);
             match self.remotes.get_mut(ip) {
-                Some(list) => list.set_static(addrs),
+                Some(list) => list.set_static(&targets),
                 None => {
-                    self.remotes.insert(*ip, RemoteList::with_static(addrs));
+                    self.remotes.insert(*ip, RemoteList::with_static(&targets));
                 }
             }
         }
-        r.changed.push("static_host_map");
+        if allow_changed {
+            for (ip, list) in self.remotes.iter_mut() {
+                list.retain_learned(|a| remote_allowed_by(cfg, *ip, a.ip()));
+            }
+            r.changed.push("lighthouse.remote_allow_list");
+        }
+        if map_changed {
+            r.changed.push("static_host_map");
+        }
     }
 
     fn reload_lighthouses(&mut self, now: Instant, cfg: &NodeConfig, r: &mut Reloaded) {

@@ -3,8 +3,9 @@
 //! the peer. Bounded like Nebula: at most 10 IPv4 and 10 IPv6 addresses and 10 relays per owner,
 //! and a bounded number of owners.
 //!
-//! Pure data; the lighthouse client (later) fills `learned`, the handshake manager reads
-//! [`RemoteList::addrs`].
+//! Pure data; the lighthouse client fills `learned`, the handshake manager reads
+//! [`RemoteList::addrs`]. Callers filter what goes in (remote allow lists, unusable
+//! addresses): everything stored here is a handshake and punch target.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +47,13 @@ impl RemoteList {
         self.relays
             .insert(owner, relays.iter().copied().take(MAX_RELAYS).collect());
         true
+    }
+
+    /// Keeps only the learned addresses `keep` accepts (after a reload of the allow lists).
+    pub fn retain_learned(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
+        for addrs in self.learned.values_mut() {
+            addrs.retain(|a| keep(a));
+        }
     }
 
     /// Forgets what `owner` reported (its tunnel died).

@@ -96,6 +96,10 @@ drop_reasons!(
     // A stage 1 with the ephemeral key of one already answered but other bytes (a replay).
     HandshakeReplayed,
     IndexExhausted,
+    // recv_error refused by listen.accept_recv_error; recv_error not from the tunnel's
+    // current remote (or, for a relay-only tunnel, not through its relay).
+    RecvErrorNotAccepted,
+    RecvErrorWrongSource,
     HostMapFull,
     PendingFull,
     // relays: unknown leg index, leg not (yet) established, relay packet inside a relay
@@ -109,6 +113,10 @@ drop_reasons!(
     RelayNoTunnel,
     ControlMalformed,
     RelayWrongPeer,
+    // A relay request for a VPN IP outside the relay's own network; one requester already
+    // has MAX_HANDSHAKES_PER_REQUESTER handshakes under way at the relay.
+    RelayOutsideNetwork,
+    RelayRequesterBusy,
     LightHouseMalformed,
     // HostQuery/HostUpdateNotification at a non-lighthouse; answers/punches from a
     // non-lighthouse; an update about another host; a query for an unknown host.
