@@ -19,6 +19,7 @@ use crate::wire::{
 };
 
 use super::hostmap::{HostInfo, Liveness, PendingHandshake};
+use super::status::TunnelCounters;
 use super::types::{DropReason, LocalIndex, PeerCert, VpnIp};
 use super::{CloseReason, DatagramOutcome, Event, Node};
 
@@ -43,6 +44,7 @@ impl Node {
             return Err(DropReason::PendingFull);
         }
         let local_index = self.new_local_index()?;
+        self.msgs.handshakes_initiated += 1;
         let seed = self.next_seed();
         let details = NebulaHandshakeDetails {
             cert: self.identity.cert_handshake_bytes.clone(),
@@ -270,6 +272,7 @@ impl Node {
             liveness: Liveness::default(),
             initiator: false,
             promote_counter: 0,
+            counters: TunnelCounters::new(now),
         };
         self.reply_handshake(now, from, stage2);
         self.complete(now, host, queue);
@@ -424,6 +427,7 @@ impl Node {
             liveness: Liveness::default(),
             initiator: true,
             promote_counter: 0,
+            counters: TunnelCounters::new(now),
         };
         self.complete(now, host, pending.queue);
         Ok(())

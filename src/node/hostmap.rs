@@ -54,6 +54,8 @@ pub struct HostInfo {
     pub initiator: bool,
     /// Outbound TUN packets to this host, for path promotion and lighthouse re-queries.
     pub promote_counter: u32,
+    /// Traffic since the handshake, for `status` and metrics.
+    pub counters: super::status::TunnelCounters,
 }
 
 /// A handshake we initiated and that has not completed.
