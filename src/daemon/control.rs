@@ -585,7 +585,14 @@ impl ControlState {
     /// address fails start-up) and logs the first certificate-expiry check.
     pub fn start(plan: super::setup::ControlPlan, now: Instant) -> anyhow::Result<ControlState> {
         let (tx, rx) = channel();
-        let server = start(&plan.socket, tx.clone())?;
+        let server = match start(&plan.socket, tx.clone()) {
+            Ok(s) => Some(s),
+            Err(e) if !plan.socket_required => {
+                warn!("no control socket ({e:#}); set control.socket to a writable path");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let metrics_addr = match plan.metrics {
             Some(m) => Some(super::metrics::start(m, tx.clone())?),
             None => None,
@@ -593,7 +600,7 @@ impl ControlState {
         let mut state = ControlState {
             rx,
             _tx: tx,
-            server: Some(server),
+            server,
             metrics_addr,
             pki: plan.pki,
             started: now,

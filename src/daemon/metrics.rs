@@ -280,41 +280,37 @@ fn nebula_gauges(g: &mut Gauges<'_>, s: &Snapshot, settings: &MetricsSettings) {
     let c = &s.counters;
     g.set(
         "handshake_manager_initiated",
-        "Handshakes initiated.",
+        "Handshakes initiated",
         c.handshakes_initiated,
     );
     g.set(
         "handshake_manager_timed_out",
-        "Handshakes timed out.",
+        "Handshakes timed out",
         c.handshakes_timed_out,
     );
     for (map, hosts) in [("main", s.hosts), ("pending", s.pending)] {
         let n = hosts as u64;
-        g.set(&format!("hostmap_{map}_hosts"), "Hosts in the hostmap.", n);
-        g.set(&format!("hostmap_{map}_indexes"), "Local indexes.", n);
-        g.set(
-            &format!("hostmap_{map}_remoteIndexes"),
-            "Remote indexes.",
-            n,
-        );
+        g.set(&format!("hostmap_{map}_hosts"), "Hosts in the hostmap", n);
+        g.set(&format!("hostmap_{map}_indexes"), "Local indexes", n);
+        g.set(&format!("hostmap_{map}_remoteIndexes"), "Remote indexes", n);
     }
     g.set(
         "hostmap_main_relayIndexes",
-        "Relay indexes.",
+        "Relay indexes",
         c.relay_legs as u64,
     );
-    g.set("hostmap_pending_relayIndexes", "Pending relay indexes.", 0);
+    g.set("hostmap_pending_relayIndexes", "Pending relay indexes", 0);
     g.set(
         "network_packets_lost",
-        "Packets skipped by peer counters.",
+        "Packets skipped by peer counters",
         c.packets_lost,
     );
     g.set(
         "network_packets_duplicate",
-        "Replayed packets.",
+        "Replayed packets",
         c.packets_duplicate,
     );
-    g.set("routines", "Reader/writer routines.", 1);
+    g.set("routines", "Reader/writer routines", 1);
     if let Some(fw) = &s.firewall {
         for (dir, d) in [
             ("incoming", FwDirection::Inbound),
@@ -326,21 +322,17 @@ fn nebula_gauges(g: &mut Gauges<'_>, s: &Snapshot, settings: &MetricsSettings) {
                 firewall::DropReason::NoRule,
             ] {
                 let name = format!("firewall_{dir}_dropped_{}", r.name());
-                g.set(
-                    &name,
-                    "Packets dropped by the firewall.",
-                    fw.drops.get(d, r),
-                );
+                g.set(&name, "Packets dropped by the firewall", fw.drops.get(d, r));
             }
         }
         g.set(
             "firewall_conntrack_count",
-            "Tracked flows.",
+            "Tracked flows",
             fw.conntrack as u64,
         );
         g.set(
             "firewall_rules_version",
-            "Rule set version.",
+            "Rule set version",
             u64::from(fw.rules_version),
         );
     }
@@ -348,29 +340,21 @@ fn nebula_gauges(g: &mut Gauges<'_>, s: &Snapshot, settings: &MetricsSettings) {
     // Without message_metrics Nebula still counts recv_error (its historic metric).
     for (i, kind) in MESSAGE_KINDS.iter().enumerate() {
         if settings.message_metrics || *kind == "recv_error" {
-            g.set(
-                &format!("messages_rx_{kind}"),
-                "Messages received.",
-                m.rx[i],
-            );
-            g.set(&format!("messages_tx_{kind}"), "Messages sent.", m.tx[i]);
+            g.set(&format!("messages_rx_{kind}"), "Messages received", m.rx[i]);
+            g.set(&format!("messages_tx_{kind}"), "Messages sent", m.tx[i]);
         }
     }
-    g.set(
-        "messages_tx_holepunch",
-        "Hole punches sent.",
-        m.tx_holepunch,
-    );
+    g.set("messages_tx_holepunch", "Hole punches sent", m.tx_holepunch);
     if settings.lighthouse_metrics {
         for (i, kind) in LIGHTHOUSE_KINDS.iter().enumerate() {
             g.set(
                 &format!("lighthouse_rx_{kind}"),
-                "Lighthouse messages received.",
+                "Lighthouse messages received",
                 m.lighthouse_rx[i],
             );
             g.set(
                 &format!("lighthouse_tx_{kind}"),
-                "Lighthouse messages sent.",
+                "Lighthouse messages sent",
                 m.lighthouse_tx[i],
             );
         }
@@ -385,7 +369,7 @@ fn meshd_series(reg: &mut Registry, s: &Snapshot) {
     counter_family(
         reg,
         "meshd_dropped_packets",
-        "Packets dropped by the node, by reason.",
+        "Packets dropped by the node, by reason",
         s.drops.iter().map(|(r, n)| (labels(&[("reason", r)]), *n)),
     );
     if let Some(fw) = &s.firewall {
@@ -402,10 +386,10 @@ fn meshd_series(reg: &mut Registry, s: &Snapshot) {
                 )
             })
         });
-        counter_family(reg, "meshd_firewall_dropped", "Firewall drops.", samples);
+        counter_family(reg, "meshd_firewall_dropped", "Firewall drops", samples);
         let max: Gauge = Gauge::default();
         max.set(clamp(fw.conntrack_max as u64));
-        reg.register("meshd_firewall_conntrack_max", "Conntrack bound.", max);
+        reg.register("meshd_firewall_conntrack_max", "Conntrack bound", max);
     }
     let tunnel = |f: fn(&TunnelCounters) -> u64| {
         s.tunnels.iter().map(move |t| {
@@ -416,31 +400,31 @@ fn meshd_series(reg: &mut Registry, s: &Snapshot) {
     counter_family(
         reg,
         "meshd_tunnel_rx_bytes",
-        "Plaintext bytes received.",
+        "Plaintext bytes received",
         tunnel(|c| c.rx_bytes),
     );
     counter_family(
         reg,
         "meshd_tunnel_tx_bytes",
-        "Plaintext bytes sent.",
+        "Plaintext bytes sent",
         tunnel(|c| c.tx_bytes),
     );
     counter_family(
         reg,
         "meshd_tunnel_rx_packets",
-        "Packets received.",
+        "Packets received",
         tunnel(|c| c.rx_packets),
     );
     counter_family(
         reg,
         "meshd_tunnel_tx_packets",
-        "Packets sent.",
+        "Packets sent",
         tunnel(|c| c.tx_packets),
     );
     counter_family(
         reg,
         "meshd_reloads",
-        "Configuration reloads by outcome.",
+        "Configuration reloads by outcome",
         [("ok", s.reloads_ok), ("failed", s.reloads_failed)]
             .into_iter()
             .map(|(o, n)| (labels(&[("outcome", o)]), n)),
@@ -453,7 +437,7 @@ fn meshd_series(reg: &mut Registry, s: &Snapshot) {
     }
     reg.register(
         "meshd_certificate_not_after_seconds",
-        "NotAfter of the host certificate and each CA (Unix time).",
+        "NotAfter of the host certificate and each CA (Unix time)",
         expiry,
     );
 }

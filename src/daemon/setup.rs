@@ -55,6 +55,9 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct ControlPlan {
     pub socket: std::path::PathBuf,
+    /// `control.socket` was set: failing to bind it stops start-up. The default path only warns,
+    /// so an unprivileged `tun.disabled` node still runs without `/run/meshd`.
+    pub socket_required: bool,
     pub pki: PkiView,
     pub metrics: Option<MetricsSettings>,
 }
@@ -131,6 +134,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
         }),
         control: ControlPlan {
             socket: control_socket(c),
+            socket_required: c.control.socket.is_some(),
             pki: PkiView {
                 cas,
                 cert: pki.cert,

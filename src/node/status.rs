@@ -475,17 +475,24 @@ impl Node {
         }
     }
 
-    /// `list-lighthouse-addrmap`: every peer with candidate addresses or relays.
+    /// `list-lighthouse-addrmap`: on a lighthouse, what it serves for each connected host
+    /// (learned address first, then reported ones); elsewhere every peer's candidate addresses
+    /// and relays (static and learned from lighthouses).
     pub fn addrmap(&self) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let relays = |r: &[VpnIp]| r.iter().map(VpnIp::to_string).collect();
+        if self.config.am_lighthouse {
+            return self
+                .hostmap
+                .hosts()
+                .filter_map(|h| {
+                    let (a, r) = self.lighthouse_entry(h.vpn_ip)?;
+                    Some((h.vpn_ip.to_string(), addrs(&a), relays(&r)))
+                })
+                .collect();
+        }
         self.remotes
             .iter()
-            .map(|(ip, r)| {
-                (
-                    ip.to_string(),
-                    addrs(&r.addrs()),
-                    r.relays().iter().map(VpnIp::to_string).collect(),
-                )
-            })
+            .map(|(ip, r)| (ip.to_string(), addrs(&r.addrs()), relays(&r.relays())))
             .collect()
     }
 }
