@@ -41,7 +41,6 @@ done
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools ip iperf3 ping python3 nebula-cert
-[ "$OBSERVE" = 0 ] || require_root_and_tools curl
 [ -x "$NEBULA" ] || die "nebula binary not found (use --nebula PATH)"
 [ -z "$MESHD" ] || [ -x "$MESHD" ] || die "--meshd $MESHD is not an executable"
 case "$CIPHER" in aes|chachapoly) ;; *) die "--cipher must be aes or chachapoly" ;; esac
@@ -105,17 +104,39 @@ stats:
 EOF
 }
 
-# observe: once a second until $WORK/observing goes away, one scrape and one status call on the
-# sending meshd; failures are counted in $WORK/observe-failures.
+# observe: once a second until $WORK/observing goes away, one Prometheus scrape and one
+# `status` request on the sending meshd, from one long-lived client inside its namespace (so the
+# observer's own process start-ups do not compete with the legs); counts in $WORK/observe-count,
+# failures in $WORK/observe-failures.
 observe() {
-  while [ -e "$WORK/observing" ]; do
-    ip netns exec "$NS_A" curl -sf --max-time 2 -o /dev/null "http://$UNDER_A:9464/metrics" \
-      || echo scrape >>"$WORK/observe-failures"
-    "$MESHD" status --json -socket "$WORK/ctl/a.sock" >/dev/null 2>&1 \
-      || echo status >>"$WORK/observe-failures"
-    echo x >>"$WORK/observe-count"
-    sleep 1
-  done
+  ip netns exec "$NS_A" python3 - "$WORK" "$UNDER_A" <<'EOF'
+import os, socket, sys, time
+work, host = sys.argv[1], sys.argv[2]
+ok = bad = 0
+while os.path.exists(f"{work}/observing"):
+    try:
+        c = socket.create_connection((host, 9464), timeout=2)
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: meshd\r\n\r\n")
+        body = b""
+        while chunk := c.recv(65536):
+            body += chunk
+        c.close()
+        u = socket.socket(socket.AF_UNIX)
+        u.settimeout(2)
+        u.connect(f"{work}/ctl/a.sock")
+        u.sendall(b'{"cmd":"status"}\n')
+        reply = u.makefile("rb").readline()
+        u.close()
+        if b" 200 " in body.split(b"\r\n", 1)[0] and b'"ok":true' in reply:
+            ok += 1
+        else:
+            bad += 1
+    except OSError:
+        bad += 1
+    time.sleep(1)
+open(f"{work}/observe-count", "a").write("x\n" * ok)
+open(f"{work}/observe-failures", "a").write("x\n" * bad)
+EOF
 }
 
 # start_daemon BINARY NS CONFIG LOG -> prints the PID (ip netns exec execs in place).

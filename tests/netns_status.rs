@@ -468,7 +468,25 @@ fn control_socket_refuses_other_users_and_bad_requests_while_forwarding() {
     );
     let alive = na.is_running();
     assert!(alive, "meshd died\n{}\n{}", na.log(), nb.log());
-    assert!(pair.ctl(&["status"])["tunnels"].as_array().is_some());
+
+    // close-tunnel then create-tunnel: meshd itself handshakes again.
+    pair.ctl(&["close-tunnel", VPN_B]);
+    let created = pair.ctl(&["create-tunnel", VPN_B]);
+    assert_eq!(created["handshaking"], VPN_B);
+    let back = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = pair.ctl(&["status"]);
+        tunnel_to(&s, VPN_B).is_some_and(|t| t["initiator"] == true)
+    });
+    assert!(
+        back,
+        "create-tunnel did not bring the tunnel back\n{}",
+        na.log()
+    );
+    let outside = pair.ctl_raw(&["create-tunnel", "192.168.7.7"], true);
+    assert!(
+        !outside.status.success(),
+        "a tunnel outside the VPN network was accepted"
+    );
 }
 
 /// `promtool check metrics` may only complain about names Nebula itself exports that way.
