@@ -487,6 +487,29 @@ fn control_socket_refuses_other_users_and_bad_requests_while_forwarding() {
         !outside.status.success(),
         "a tunnel outside the VPN network was accepted"
     );
+
+    // `reload` over the socket: a new control.socket is restart-only (reported, old socket
+    // kept); a broken config is refused with the reason and changes nothing.
+    let yaml = std::fs::read_to_string(&pair.cfg_a).unwrap();
+    let moved = yaml.replace("ctl/a.sock", "ctl/elsewhere.sock");
+    assert_ne!(moved, yaml);
+    std::fs::write(&pair.cfg_a, moved).unwrap();
+    let r = pair.ctl(&["reload"]);
+    let line = r["reloaded"].as_str().unwrap_or_default();
+    assert!(
+        line.contains("needs a restart, left unchanged: control.socket"),
+        "{r}"
+    );
+    assert!(pair.socket.exists(), "the running socket stays where it is");
+    std::fs::write(&pair.cfg_a, format!("{yaml}\nlisten: {{port: 70000}}\n")).unwrap();
+    let bad = pair.ctl_raw(&["reload"], true);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("reload failed"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(tunnel_to(&pair.ctl(&["status"]), VPN_B).is_some());
 }
 
 /// `promtool check metrics` may only complain about names Nebula itself exports that way.
