@@ -639,6 +639,7 @@ fn prometheus_scrapes_meshd_under_nebula_names() {
     );
     assert!(q("prometheusns_nebula_firewall_conntrack_count") >= 1.0);
     assert_eq!(q("prometheusns_nebula_messages_rx_recv_error"), 0.0);
+    assert!(q("prometheusns_nebula_hostinfo_cached_packets_sent") >= 1.0);
     assert_eq!(q("prometheusns_nebula_lighthouse_rx_HostQuery"), 0.0);
     assert_eq!(q("prometheusns_nebula_network_packets_lost"), 0.0);
     let tx = q("prometheusns_nebula_meshd_tunnel_tx_bytes_total{vpn_ip=\"10.42.0.2\",name=\"b\"}");

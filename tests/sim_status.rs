@@ -65,6 +65,11 @@ fn tunnel_counters_agree_at_both_ends() {
     let st = sim.nodes[0].node.status(now);
     assert_eq!(st.tunnels.len(), 1);
     assert_eq!(st.counters.handshakes_initiated, 1);
+    assert!(
+        st.counters.cached_packets_sent >= 1,
+        "the first echo waited for the handshake"
+    );
+    assert_eq!(st.counters.cached_packets_dropped, 0);
     assert_eq!(st.counters.packets_lost, 0, "lossless network");
     let m = &st.counters.messages;
     assert_eq!(m.tx[kind(&MESSAGE_KINDS, "handshake_ixpsk0")], 1);

@@ -311,6 +311,16 @@ fn nebula_gauges(g: &mut Gauges<'_>, s: &Snapshot, settings: &MetricsSettings) {
         c.packets_duplicate,
     );
     g.set("routines", "Reader/writer routines", 1);
+    g.set(
+        "hostinfo_cached_packets_sent",
+        "Packets held for a handshake, sent when it completed",
+        c.cached_packets_sent,
+    );
+    g.set(
+        "hostinfo_cached_packets_dropped",
+        "Packets held for a handshake and dropped",
+        c.cached_packets_dropped,
+    );
     if let Some(fw) = &s.firewall {
         for (dir, d) in [
             ("incoming", FwDirection::Inbound),

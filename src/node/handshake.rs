@@ -480,6 +480,7 @@ impl Node {
             remote,
             initiator,
         });
+        self.msgs.cached_sent += queue.len() as u64;
         for packet in queue {
             self.send_queued(now, vpn_ip, &packet);
         }

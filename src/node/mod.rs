@@ -647,8 +647,12 @@ impl Node {
                 // A replaced tunnel means the peer restarted or re-keyed: its legs are stale.
                 self.relay_tunnel_gone(vpn_ip);
             }
-            Event::HandshakeTimedOut { vpn_ip, .. } => {
+            Event::HandshakeTimedOut {
+                vpn_ip,
+                dropped_packets,
+            } => {
                 self.msgs.handshakes_timed_out += 1;
+                self.msgs.cached_dropped += dropped_packets as u64;
                 self.lighthouse_unreachable(vpn_ip);
                 self.relays.remove_requested_to(vpn_ip);
             }

@@ -92,6 +92,11 @@ pub struct MessageCounters {
     pub handshakes_initiated: u64,
     /// Handshakes that ran out of retries (`handshake_manager.timed_out`).
     pub handshakes_timed_out: u64,
+    /// Packets held for a handshake and sent once it completed, or dropped with a handshake
+    /// that timed out (`hostinfo.cached_packets.{sent,dropped}`; a full queue's drops are the
+    /// `HandshakeQueueFull` drop reason and are added to `dropped` in [`NodeCounters`]).
+    pub cached_sent: u64,
+    pub cached_dropped: u64,
 }
 
 /// Index into [`MESSAGE_KINDS`] of a header's type and subtype; `None` for data messages.
@@ -223,6 +228,8 @@ pub struct RelayStatus {
 pub struct NodeCounters {
     pub handshakes_initiated: u64,
     pub handshakes_timed_out: u64,
+    pub cached_packets_sent: u64,
+    pub cached_packets_dropped: u64,
     /// Packets skipped by peers' counters on live tunnels (`network.packets.lost`).
     pub packets_lost: u64,
     /// Replayed or duplicate packets (`network.packets.duplicate`).
@@ -411,6 +418,9 @@ impl Node {
         NodeCounters {
             handshakes_initiated: self.msgs.handshakes_initiated,
             handshakes_timed_out: self.msgs.handshakes_timed_out,
+            cached_packets_sent: self.msgs.cached_sent,
+            cached_packets_dropped: self.msgs.cached_dropped
+                + self.drops.get(DropReason::HandshakeQueueFull),
             packets_lost: lost,
             packets_duplicate: duplicate,
             main_indexes: self.hostmap.host_count(),
