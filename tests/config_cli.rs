@@ -470,6 +470,11 @@ fn deliberate_refusals_where_nebula_test_accepts() {
             "lighthouse: {hosts: ['10.10.10.1'], interval: 0}",
             "lighthouse.interval",
         ),
+        (
+            "graphite stats (meshd exports Prometheus only)",
+            "stats: {type: graphite, host: '127.0.0.1:2003', interval: 10s}",
+            "stats.type",
+        ),
     ];
     for (i, (name, extra, key_named)) in cases.iter().enumerate() {
         let path = pki.write(&format!("div{i}.yml"), &host_config(&ca, &crt, &key, extra));
@@ -486,4 +491,28 @@ fn deliberate_refusals_where_nebula_test_accepts() {
             text(&m)
         );
     }
+}
+
+/// `sshd.enabled` keeps Nebula's checks, and both `-test` and start-up say that meshd runs no
+/// SSH server and what to use instead.
+#[test]
+fn sshd_enabled_points_to_the_control_commands() {
+    let test = "sshd_enabled_points_to_the_control_commands";
+    if !common::require_tool(test, "nebula-cert") {
+        return;
+    }
+    let pki = Pki::new();
+    let ca = pki.path("ca.crt");
+    let (crt, key) = pki.host("host", "10.10.10.2/24");
+    let extra = "sshd: {enabled: true, listen: '127.0.0.1:2222'}";
+    let path = pki.write("sshd.yml", &host_config(&ca, &crt, &key, extra));
+    let out = text(&meshd_test(&path));
+    assert!(
+        out.contains("meshd does not run an SSH server") && out.contains("meshd status"),
+        "{out}"
+    );
+    let path = pki.write("nosshd.yml", &host_config(&ca, &crt, &key, ""));
+    let out = meshd_test(&path);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("SSH server"), "{}", text(&out));
 }

@@ -538,7 +538,7 @@ fn go_io_error(op: &str, path: &str, e: &std::io::Error) -> String {
 }
 
 /// The machine's local zone, as nebula-cert (Go) prints times in it.
-struct LocalZone;
+pub(crate) struct LocalZone;
 
 impl TimeZone for LocalZone {
     fn offset_at(&self, unix: i64) -> ZoneOffset {

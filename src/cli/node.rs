@@ -26,8 +26,10 @@ fn flag_set() -> FlagSet {
 
 fn usage(flags: &FlagSet) -> String {
     format!(
-        "Usage of meshd:\n{}  cert <mode> ...\n    \tCertificate tool (nebula-cert compatible); see `meshd cert -h`\n",
-        flags.defaults_text()
+        "Usage of meshd:\n{}  cert <mode> ...\n    \tCertificate tool (nebula-cert compatible); see `meshd cert -h`\n  \
+         status [--json] [-socket PATH | -config PATH]\n    \tShow the running daemon (also: {})\n",
+        flags.defaults_text(),
+        crate::daemon::control::COMMANDS[1..].join(", ")
     )
 }
 

@@ -13,7 +13,7 @@ use super::reader::Reader;
 use super::sections::{
     allow_lists, calculated_remotes, static_host_map, tun_routes, unsafe_routes,
 };
-use super::services::{handshakes, logging, sshd, stats, timers, tunnels};
+use super::services::{control, handshakes, logging, sshd, stats, timers, tunnels};
 use super::types::{Cipher, HostPort, IpNet, LookupNetwork, SendRecvError};
 
 /// Reads every section; problems and warnings accumulate in `r`.
@@ -38,6 +38,7 @@ pub fn build(r: &mut Reader<'_>) -> Config {
         firewall: firewall(r, routines),
         timers: timers(r),
         tunnels: tunnels(r),
+        control: control(r),
         counters: Counters {
             try_promote: r.int_in(
                 "counters.try_promote",

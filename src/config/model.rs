@@ -54,6 +54,7 @@ pub mod defaults {
     pub const TRY_PROMOTE_EVERY: i64 = 1000;
     pub const REQUERY_EVERY_PACKETS: i64 = 5000;
     pub const REQUERY_WAIT: Duration = Duration::from_secs(60);
+    pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 }
 
 /// The whole configuration, after Nebula's lenient reading and the load-time checks.
@@ -81,6 +82,18 @@ pub struct Config {
     pub timers: Timers,
     pub tunnels: Tunnels,
     pub counters: Counters,
+    /// meshd-only: the local control socket and certificate-expiry warnings.
+    pub control: Control,
+}
+
+/// meshd-only `control:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// `control.socket`; `None`: `/run/meshd/<tun.dev>.sock`.
+    pub socket: Option<PathBuf>,
+    /// `control.cert_expiry_warning` (default 30 days): warn when the host certificate or a CA
+    /// expires within this.
+    pub cert_expiry_warning: Duration,
 }
 
 /// Where PEM data comes from: Nebula treats any value containing `-----BEGIN` as inline PEM.

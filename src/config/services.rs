@@ -18,6 +18,12 @@ pub fn sshd(r: &mut Reader<'_>) -> Sshd {
     let trusted_cas = r.string_list("sshd.trusted_cas");
     r.get("sshd.sandbox_dir");
     if enabled {
+        r.warn(
+            "sshd.enabled",
+            "meshd does not run an SSH server; use `meshd status` and the other control \
+             commands (`meshd list-hostmap`, `meshd print-tunnel <vpn-ip>`, ...) over the local \
+             control socket instead",
+        );
         check_ssh_listen(r, &listen);
         if host_key.is_none() {
             r.problem(
@@ -132,11 +138,17 @@ pub fn stats(r: &mut Reader<'_>) -> Stats {
     };
     let backend = match kind.as_str() {
         "" => StatsBackend::Off,
-        "graphite" => StatsBackend::Graphite {
-            protocol: r.string("stats.protocol", d::STATS_PROTOCOL),
-            host: required(r, "stats.host", ""),
-            prefix: r.string("stats.prefix", d::STATS_PREFIX),
-        },
+        "graphite" => {
+            r.problem(
+                "stats.type",
+                "graphite is not supported by meshd; use `type: prometheus` (same metric names)",
+            );
+            StatsBackend::Graphite {
+                protocol: r.string("stats.protocol", d::STATS_PROTOCOL),
+                host: required(r, "stats.host", ""),
+                prefix: r.string("stats.prefix", d::STATS_PREFIX),
+            }
+        }
         "prometheus" => StatsBackend::Prometheus {
             listen: required(r, "stats.listen", ""),
             path: required(r, "stats.path", ""),
@@ -227,5 +239,14 @@ pub fn tunnels(r: &mut Reader<'_>) -> Tunnels {
     Tunnels {
         drop_inactive: r.bool("tunnels.drop_inactive", false),
         inactivity_timeout: r.duration("tunnels.inactivity_timeout", d::TUNNELS_INACTIVITY_TIMEOUT),
+    }
+}
+
+/// meshd-only `control:`: where the control socket listens and when certificates count as
+/// about to expire.
+pub fn control(r: &mut Reader<'_>) -> Control {
+    Control {
+        socket: r.opt_string("control.socket").map(PathBuf::from),
+        cert_expiry_warning: r.duration("control.cert_expiry_warning", d::CERT_EXPIRY_WARNING),
     }
 }

@@ -4,10 +4,12 @@
 //! The event loop (written against the sans-IO `node`) plugs these pieces together. Linux only.
 
 pub mod batch;
+pub mod control;
 pub mod dns;
 pub mod entropy;
 pub mod local_addrs;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod reload;
 pub mod routes;

@@ -26,6 +26,8 @@ pub struct Fixed {
     routes: RoutePlan,
     udp: UdpSettings,
     batch: usize,
+    control_socket: std::path::PathBuf,
+    metrics: Option<super::metrics::MetricsSettings>,
 }
 
 impl Fixed {
@@ -35,6 +37,8 @@ impl Fixed {
             routes: plan.routes.clone(),
             udp: plan.udp.clone(),
             batch: plan.batch,
+            control_socket: plan.control.socket.clone(),
+            metrics: plan.control.metrics.clone(),
         }
     }
 
@@ -56,6 +60,12 @@ impl Fixed {
         }
         if new.routes != self.routes {
             keys.push("tun.routes/unsafe_routes");
+        }
+        if new.control_socket != self.control_socket {
+            keys.push("control.socket");
+        }
+        if new.metrics != self.metrics {
+            keys.push("stats");
         }
         keys
     }

@@ -24,6 +24,7 @@ use tokio::time::sleep_until;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{PacketBatch, RecvBatch, SendBatch, MAX_DATAGRAM, SLOT_SIZE};
+use super::control::{self, Command, ControlState, Reply};
 use super::dns::{self, DnsServer};
 use super::entropy;
 use super::local_addrs::LocalAddrs;
@@ -81,6 +82,7 @@ enum Wake {
     Udp(std::io::Result<usize>),
     Tun(std::io::Result<usize>),
     Dns(std::io::Result<(usize, std::net::SocketAddr)>),
+    Control(Option<control::Request>),
     Timer,
 }
 
@@ -106,6 +108,8 @@ pub struct Daemon {
     fixed: Fixed,
     /// Outcome of the last reload, kept in `STATUS=` until the next one.
     last_reload: Option<String>,
+    /// Control socket, metrics listener and what they show.
+    ctl: ControlState,
 }
 
 impl Daemon {
@@ -128,6 +132,7 @@ impl Daemon {
         let dns = plan.dns.as_ref().map(DnsServer::bind).transpose()?;
         let signals = Signals::new().context("installing signal handlers")?;
         let now = Instant::now();
+        let ctl = ControlState::start(plan.control.clone(), now)?;
         let (batch, local_interfaces) = (plan.batch, std::mem::take(&mut plan.local_interfaces));
         let mut node = build_node(plan, now, unix_now_nanos())?;
         let mut local_addrs = LocalAddrs::new(local_interfaces);
@@ -140,6 +145,12 @@ impl Daemon {
         );
         if let Some(addr) = dns.as_ref().and_then(DnsServer::local_addr) {
             info!(%addr, "serving lighthouse DNS");
+        }
+        if let Some(path) = ctl.socket_path() {
+            info!(path = %path.display(), "control socket listening");
+        }
+        if let Some(addr) = ctl.metrics_addr {
+            info!(%addr, "serving Prometheus metrics");
         }
         let notifier = Notifier::from_env();
         if let Err(e) = notifier.ready() {
@@ -162,6 +173,7 @@ impl Daemon {
             config_path: None,
             fixed,
             last_reload: None,
+            ctl,
         })
     }
 
@@ -181,6 +193,8 @@ impl Daemon {
                     }
                 }
                 Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
+                Wake::Control(Some(req)) => self.on_control(req),
+                Wake::Control(None) => {}
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -202,6 +216,7 @@ impl Daemon {
             udp_in,
             tun_in,
             dns,
+            ctl,
             ..
         } = self;
         tokio::select! {
@@ -209,6 +224,7 @@ impl Daemon {
             r = udp.recv_batch(udp_in) => Wake::Udp(r),
             r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
             r = dns::recv(dns.as_mut()) => Wake::Dns(r),
+            r = ctl.recv() => Wake::Control(r),
             _ = sleep_until(deadline.into()) => Wake::Timer,
         }
     }
@@ -227,11 +243,13 @@ impl Daemon {
         let _ = self.notifier.reloading();
         let outcome = self.try_reload();
         let line = match outcome {
-            Ok(summary) => {
+            Ok((summary, pki)) => {
                 info!("{summary}");
+                self.ctl.reloaded(Some(pki));
                 summary
             }
             Err(e) => {
+                self.ctl.reloaded(None);
                 let msg = format!("reload failed, running configuration kept: {e:#}");
                 error!("{msg}");
                 msg
@@ -242,7 +260,7 @@ impl Daemon {
         self.send_status();
     }
 
-    fn try_reload(&mut self) -> anyhow::Result<String> {
+    fn try_reload(&mut self) -> anyhow::Result<(String, control::PkiView)> {
         let path = self
             .config_path
             .as_deref()
@@ -255,6 +273,7 @@ impl Daemon {
         for w in &plan.warnings {
             warn!("{w}");
         }
+        let pki = plan.control.pki.clone();
         let summary = reload::apply(
             Instant::now(),
             unix_now,
@@ -266,7 +285,31 @@ impl Daemon {
         for ip in &summary.node.disconnected {
             info!(vpn_ip = %ip, "peer no longer accepted by the new pki: tunnel closed");
         }
-        Ok(summary.describe())
+        Ok((summary.describe(), pki))
+    }
+
+    /// A control-socket or metrics request, answered between batches.
+    fn on_control(&mut self, req: control::Request) {
+        let now = Instant::now();
+        let reply = match req.cmd {
+            Command::Reload => {
+                self.reload();
+                ControlState::reload_reply(self.last_reload.as_deref())
+            }
+            Command::Metrics => Reply::Metrics(Box::new(self.ctl.snapshot(&mut self.node))),
+            cmd => {
+                let facts = control::DaemonFacts {
+                    listen: self.udp.local_addr(),
+                    tun: self.tun.as_ref().map(|t| t.name()),
+                    last_reload: self.last_reload.as_deref(),
+                    started: self.ctl.started,
+                    firewall: super::metrics::firewall_counts(&mut self.node),
+                };
+                let (node, log, pki) = (&mut self.node, &self.log, &self.ctl.pki);
+                control::answer(cmd, node, log, pki, &facts, now, unix_now_secs())
+            }
+        };
+        let _ = req.reply.send(reply);
     }
 
     /// One-line summary for `systemctl status`.
@@ -338,6 +381,7 @@ impl Daemon {
                 debug!(%drops, "firewall drops");
             }
             self.local_addrs.refresh(&mut self.node, now);
+            self.ctl.check_expiry(now, unix_now_secs());
             self.send_status();
             if self.notifier.watchdog_interval().is_some() {
                 let _ = self.notifier.watchdog();

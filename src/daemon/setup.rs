@@ -12,7 +12,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use super::control::{self, PkiView};
 use super::logging::{Format, Level};
+use super::metrics::MetricsSettings;
 use super::routes::{self, RoutePlan, RouteSpec};
 use super::tun::TunSettings;
 use super::udp::UdpSettings;
@@ -45,6 +47,19 @@ pub struct Plan {
     pub local_interfaces: Vec<(regex::Regex, bool)>,
     /// Where to serve `lighthouse.serve_dns` (only when also `am_lighthouse`).
     pub dns: Option<DnsListen>,
+    /// The control socket, the certificates it shows, and the Prometheus exposition.
+    pub control: ControlPlan,
+}
+
+/// `control:` and `stats:` as the daemon's management side uses them.
+#[derive(Debug, Clone)]
+pub struct ControlPlan {
+    pub socket: std::path::PathBuf,
+    /// `control.socket` was set: failing to bind it stops start-up. The default path only warns,
+    /// so an unprivileged `tun.disabled` node still runs without `/run/meshd`.
+    pub socket_required: bool,
+    pub pki: PkiView,
+    pub metrics: Option<MetricsSettings>,
 }
 
 /// `lighthouse.dns.host` / `port`; an empty host means every address.
@@ -90,6 +105,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
     let local = LocalIdentity::new(cert_ips, pki.cert.subnets().to_vec());
     let routes = route_plan(c, &identity)?;
     let tun = tun_settings(c, &identity, &routes)?;
+    let cas = pki.ca_pool.cas().cloned().collect();
     Ok(Plan {
         node,
         identity,
@@ -116,7 +132,51 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             host: c.lighthouse.dns.host.clone(),
             port: c.lighthouse.dns.port,
         }),
+        control: ControlPlan {
+            socket: control_socket(c),
+            socket_required: c.control.socket.is_some(),
+            pki: PkiView {
+                cas,
+                cert: pki.cert,
+                warn_within: c.control.cert_expiry_warning,
+            },
+            metrics: metrics_settings(c)?,
+        },
     })
+}
+
+/// `control.socket`, else `/run/meshd/<tun.dev>.sock`.
+pub fn control_socket(c: &Config) -> std::path::PathBuf {
+    c.control
+        .socket
+        .clone()
+        .unwrap_or_else(|| control::default_socket(c.tun.dev.as_deref()))
+}
+
+/// `stats:` with `type: prometheus` (graphite is refused by the config checks).
+fn metrics_settings(c: &Config) -> anyhow::Result<Option<MetricsSettings>> {
+    let config::StatsBackend::Prometheus {
+        listen,
+        path,
+        namespace,
+        subsystem,
+    } = &c.stats.backend
+    else {
+        return Ok(None);
+    };
+    let addr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("stats.listen {listen:?}"))?
+        .next()
+        .with_context(|| format!("stats.listen {listen:?} resolves to nothing"))?;
+    Ok(Some(MetricsSettings::new(
+        addr,
+        path,
+        namespace,
+        subsystem,
+        c.stats.message_metrics,
+        c.stats.lighthouse_metrics,
+    )))
 }
 
 fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {

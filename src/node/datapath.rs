@@ -41,6 +41,7 @@ impl Node {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> DatagramOutcome {
+        self.rx_clock = now;
         let r = self.datagram(now, from, buf);
         if let DatagramOutcome::Dropped(reason) = r {
             self.drops.count(reason);
@@ -155,6 +156,9 @@ impl Node {
         st: Subtype,
         payload: &[u8],
     ) {
+        if t == MessageType::LightHouse {
+            self.msgs.count_lighthouse_tx(payload);
+        }
         let mut out = vec![0u8; payload.len() + 2 * OVERHEAD];
         let sealed = self.seal_to_host(now, vpn_ip, t, st, payload, &mut out);
         self.push_sealed(out, sealed);
@@ -237,6 +241,7 @@ impl Node {
             .session
             .seal_in_place(counter, out, payload.len())
             .map_err(|_| DropReason::BufferTooSmall)?;
+        host.counters.tx(payload.len());
         self.track_out(now, vpn_ip);
         Ok(len)
     }
@@ -274,6 +279,7 @@ impl Node {
                 return DatagramOutcome::Dropped(DropReason::FromVpnNetwork);
             }
         }
+        self.msgs.count_rx(header.message_type, header.subtype.0);
         match header.message_type {
             MessageType::Handshake => self.handle_handshake(now, from, &header, buf),
             MessageType::Message => self.handle_message(now, from, &header, buf),
@@ -321,6 +327,7 @@ impl Node {
         }
         // The peer demonstrably has this session: earlier recv_errors were stale or forged.
         host.recv_errors = 0;
+        host.counters.rx(n, self.rx_clock);
         Ok((vpn_ip, n))
     }
 

@@ -27,6 +27,7 @@ use crate::wire::{
 };
 
 use super::hostmap::{Candidate, HostInfo, Liveness, PendingHandshake};
+use super::status::TunnelCounters;
 use super::types::{DropReason, LocalIndex, PeerCert, VpnIp};
 use super::{CloseReason, DatagramOutcome, Event, Node};
 
@@ -51,6 +52,7 @@ impl Node {
             return Err(DropReason::PendingFull);
         }
         let local_index = self.new_local_index()?;
+        self.msgs.handshakes_initiated += 1;
         let seed = self.next_seed();
         let details = NebulaHandshakeDetails {
             cert: self.identity.cert_handshake_bytes.clone(),
@@ -280,6 +282,7 @@ impl Node {
             liveness: Liveness::default(),
             initiator: false,
             promote_counter: 0,
+            counters: TunnelCounters::new(now),
         };
         self.reply_handshake(now, from, stage2);
         self.install_responder(now, host);
@@ -557,6 +560,7 @@ impl Node {
             liveness: Liveness::default(),
             initiator: true,
             promote_counter: 0,
+            counters: TunnelCounters::new(now),
         };
         self.complete(now, host, pending.queue);
         Ok(())
@@ -611,6 +615,7 @@ impl Node {
             initiator,
         });
         let nothing_queued = queue.is_empty();
+        self.msgs.cached_sent += queue.len() as u64;
         for packet in queue {
             self.send_queued(now, vpn_ip, &packet);
         }

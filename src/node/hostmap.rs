@@ -57,6 +57,8 @@ pub struct HostInfo {
     pub initiator: bool,
     /// Outbound TUN packets to this host, for path promotion and lighthouse re-queries.
     pub promote_counter: u32,
+    /// Traffic since the handshake, for `status` and metrics.
+    pub counters: super::status::TunnelCounters,
 }
 
 /// A handshake we initiated and that has not completed.
@@ -344,6 +346,7 @@ mod tests {
             liveness: Liveness::default(),
             initiator: false,
             promote_counter: 0,
+            counters: crate::node::status::TunnelCounters::new(Instant::now()),
         }
     }
 

@@ -262,6 +262,7 @@ impl Node {
             Ok(v) => v,
             Err(r) => return DatagramOutcome::Dropped(r),
         };
+        self.msgs.count_lighthouse_rx(payload);
         let Ok(meta) = NebulaMeta::decode(payload) else {
             return DatagramOutcome::Dropped(DropReason::LightHouseMalformed);
         };

@@ -33,6 +33,7 @@ mod relay_table;
 mod reload;
 mod remotes;
 mod routing;
+pub mod status;
 mod types;
 
 use std::cmp::Reverse;
@@ -385,6 +386,10 @@ pub struct Node {
     relays: relay_table::RelayTable,
     /// Set while an inner packet that arrived through a relay is processed.
     relay_ctx: Option<relay::RelayCtx>,
+    /// Control-message and handshake counts for `status` and metrics.
+    msgs: status::MessageCounters,
+    /// `now` of the datagram being processed, for per-tunnel last-receive times.
+    rx_clock: Instant,
 }
 
 impl Node {
@@ -430,6 +435,8 @@ impl Node {
             drops: DropCounters::default(),
             relays: relay_table::RelayTable::default(),
             relay_ctx: None,
+            msgs: status::MessageCounters::default(),
+            rx_clock: now,
         }
     }
 
@@ -638,6 +645,7 @@ impl Node {
             self.drops.count(DropReason::OutputQueueFull);
             return;
         }
+        self.msgs.count_tx_datagram(&bytes);
         self.transmits.push_back(Transmit { to, bytes });
     }
 
@@ -661,7 +669,12 @@ impl Node {
                 self.relay_tunnel_gone(vpn_ip);
                 promote = survives.then_some(vpn_ip);
             }
-            Event::HandshakeTimedOut { vpn_ip, .. } => {
+            Event::HandshakeTimedOut {
+                vpn_ip,
+                dropped_packets,
+            } => {
+                self.msgs.handshakes_timed_out += 1;
+                self.msgs.cached_dropped += dropped_packets as u64;
                 self.lighthouse_unreachable(vpn_ip);
                 self.relays.remove_requested_to(vpn_ip);
             }
