@@ -68,24 +68,17 @@ impl ReplayWindow {
     /// Records `i` after successful authentication; false means reject (duplicate or too old).
     pub fn update(&mut self, i: u64) -> bool {
         let len = REPLAY_WINDOW;
-        if i == self.current.wrapping_add(1) {
-            self.set(i, true);
-            self.current = i;
-            return true;
-        }
-        if i > self.current && i < self.current.wrapping_add(len) {
-            // Counters skipped over become receivable later.
-            let mut n = self.current + 1;
-            while n < i {
-                self.set(n, false);
-                n += 1;
+        if i > self.current {
+            // Compared as a distance: 1.6.1's `current + len` wraps for counters within 1024 of
+            // u64::MAX, which let an old counter clear the window and move `current` back.
+            if i - self.current < len {
+                // Counters skipped over become receivable later.
+                for n in self.current + 1..i {
+                    self.set(n, false);
+                }
+            } else {
+                self.bits = [0; WORDS];
             }
-            self.set(i, true);
-            self.current = i;
-            return true;
-        }
-        if i >= self.current.wrapping_add(len) {
-            self.bits = [0; WORDS];
             self.set(i, true);
             self.current = i;
             return true;
@@ -179,6 +172,24 @@ mod tests {
         assert!(!w.update(100));
         // whereas 1500 - 1024 = 476 with slot already set by nothing: same quirk path
         assert!(!accept(&mut w, 476));
+    }
+
+    #[test]
+    fn counters_near_u64_max_do_not_wrap() {
+        // Found by the replay_window fuzz target: with current within 1024 of u64::MAX, an old
+        // counter took the "far jump" branch, cleared the window and moved current back.
+        let top = u64::MAX - 1000;
+        let mut w = ReplayWindow::new();
+        assert!(accept(&mut w, top - 16));
+        assert!(accept(&mut w, top));
+        assert!(!accept(&mut w, top - 16), "replay refused");
+        assert!(accept(&mut w, top - 17), "unseen counter in the window");
+        assert!(!accept(&mut w, top - 17), "and refused the second time");
+        assert_eq!(w.current(), top);
+        assert!(accept(&mut w, u64::MAX));
+        assert!(!accept(&mut w, 0), "no wrap to 0 after u64::MAX");
+        assert!(!accept(&mut w, top), "window kept across the last step");
+        assert_eq!(w.current(), u64::MAX);
     }
 
     #[test]

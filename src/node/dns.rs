@@ -103,7 +103,8 @@ fn read_name(b: &[u8], mut pos: usize) -> Result<(String, Vec<u8>, usize), DnsEr
             pos += 1;
             break;
         }
-        if len > 63 || pos - start + len + 1 > 255 {
+        // 255 bytes of wire form at most, counting the root label's zero byte (RFC 1035 §3.1).
+        if len > 63 || pos - start + 1 + len + 1 > 255 {
             return Err(DnsError::BadName);
         }
         let label = b.get(pos + 1..pos + 1 + len).ok_or(DnsError::Truncated)?;
@@ -249,6 +250,20 @@ mod tests {
     fn case_is_kept_and_lookup_is_exact() {
         let q = parse_query(&query_bytes("Host1", TYPE_A)).unwrap();
         assert_eq!(q.questions[0].name, "Host1.");
+    }
+
+    #[test]
+    fn name_limit_counts_the_root_byte() {
+        // Found by the dns_query fuzz target: 255 bytes of labels plus the root byte passed.
+        let l63 = "a".repeat(63);
+        let longest = format!("{l63}.{l63}.{l63}.{}", "b".repeat(61));
+        let q = parse_query(&query_bytes(&longest, TYPE_A)).unwrap();
+        assert_eq!(q.questions[0].wire_name.len(), 255);
+        let over = format!("{l63}.{l63}.{l63}.{}", "b".repeat(62));
+        assert_eq!(
+            parse_query(&query_bytes(&over, TYPE_A)),
+            Err(DnsError::BadName)
+        );
     }
 
     #[test]
