@@ -8,6 +8,7 @@ pub mod dns;
 pub mod local_addrs;
 pub mod logging;
 pub mod notify;
+pub mod offload;
 pub mod reload;
 pub mod routes;
 pub mod run;

@@ -302,6 +302,7 @@ fn tun_settings(
         tx_queue: u32::try_from(c.tun.tx_queue).unwrap_or(u32::MAX),
         // One reader/writer pair for now; `routines` > 1 would open more queues.
         queues: 1,
+        offloads: c.tun.use_offloads,
     }))
 }
 
@@ -312,6 +313,7 @@ fn udp_settings(c: &Config) -> UdpSettings {
         read_buffer: c.listen.read_buffer as usize,
         write_buffer: c.listen.write_buffer as usize,
         reuse_port: false,
+        offloads: c.listen.udp_offloads,
     }
 }
 
