@@ -107,6 +107,7 @@ start_daemon() {
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 # iperf_leg LEG PAIR ROUND -> prints the leg's figure (Mbit/s, or packets/s delivered for udp64)
+# and TCP retransmits (or UDP packets lost)
 iperf_leg() {
   local leg="$1" pair="$2" round="$3" ps json="$WORK/iperf-$2-$1-$3.json" args
   case "$leg" in
@@ -126,17 +127,17 @@ try:
     end = json.load(open(sys.argv[1]))["end"]
     if sys.argv[2] == "udp64":
         s = end["sum"]
-        print("%.0f" % ((s["packets"] - s["lost_packets"]) / s["seconds"]))
+        print("%.0f %d" % ((s["packets"] - s["lost_packets"]) / s["seconds"], s["lost_packets"]))
     else:
-        print("%.1f" % (end["sum_received"]["bits_per_second"] / 1e6))
+        print("%.1f %d" % (end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits", 0)))
 except Exception:
-    print("0")
+    print("0 0")
 EOF
 }
 
 # run_pair PAIR BIN_A BIN_B ROUND -> appends "pair leg round value rss_a hwm_a rss_b hwm_b" rows
 run_pair() {
-  local pair="$1" bin_a="$2" bin_b="$3" round="$4" pa pb leg v unit
+  local pair="$1" bin_a="$2" bin_b="$3" round="$4" pa pb leg v lost unit what
   pa="$(start_daemon "$bin_a" "$NS_A" "$WORK/a.yml" "$WORK/$pair-a.log")"; PIDS+=("$pa")
   pb="$(start_daemon "$bin_b" "$NS_B" "$WORK/b.yml" "$WORK/$pair-b.log")"; PIDS+=("$pb")
   if ! wait_until 10 ip -n "$NS_A" link show "$TUN_A" || ! wait_until 10 ip -n "$NS_B" link show "$TUN_B"; then
@@ -148,11 +149,11 @@ run_pair() {
     return 1
   fi
   for leg in ${LEGS//,/ }; do
-    v="$(iperf_leg "$leg" "$pair" "$round")"
-    unit="Mbit/s"; [ "$leg" = udp64 ] && unit="pkt/s"
+    read -r v lost <<<"$(iperf_leg "$leg" "$pair" "$round")"
+    unit="Mbit/s" what="retransmits"; [ "$leg" = udp64 ] && unit="pkt/s" what="lost"
     echo "$pair $leg $round $v $(rss_kb "$pa" VmRSS) $(rss_kb "$pa" VmHWM) $(rss_kb "$pb" VmRSS) $(rss_kb "$pb" VmHWM)" >>"$WORK/results"
-    printf '  %-6s %-5s round %s: %10s %-6s  RSS a %s kB (peak %s)   b %s kB (peak %s)\n' \
-      "$pair" "$leg" "$round" "$v" "$unit" "$(rss_kb "$pa" VmRSS)" "$(rss_kb "$pa" VmHWM)" "$(rss_kb "$pb" VmRSS)" "$(rss_kb "$pb" VmHWM)"
+    printf '  %-6s %-5s round %s: %10s %-6s (%s %s)  RSS a %s kB (peak %s)   b %s kB (peak %s)\n' \
+      "$pair" "$leg" "$round" "$v" "$unit" "$lost" "$what" "$(rss_kb "$pa" VmRSS)" "$(rss_kb "$pa" VmHWM)" "$(rss_kb "$pb" VmRSS)" "$(rss_kb "$pb" VmHWM)"
   done
   stop_pid "$pa"; stop_pid "$pb"
   wait_until 5 sh -c "! ip -n $NS_A link show $TUN_A && ! ip -n $NS_B link show $TUN_B" || true
