@@ -453,6 +453,31 @@ mod tests {
     }
 
     #[test]
+    fn offload_keys_default_on_map_and_need_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pki_for(dir.path());
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, &base).unwrap();
+        let on = load(&cfg, now()).unwrap();
+        assert!(on.udp.offloads && on.tun.as_ref().unwrap().offloads);
+        let mut yaml = base.clone();
+        yaml.push_str("tun: {use_offloads: false}\nlisten: {udp_offloads: false}\n");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let off = load(&cfg, now()).unwrap();
+        assert!(!off.udp.offloads && !off.tun.as_ref().unwrap().offloads);
+        assert!(
+            !off.warnings.iter().any(|w| w.contains("offloads")),
+            "known keys: {:?}",
+            off.warnings
+        );
+        let keys = super::super::reload::Fixed::of(&on).needs_restart(&off);
+        assert_eq!(keys, vec!["listen.udp_offloads", "tun.use_offloads"]);
+        assert!(super::super::reload::Fixed::of(&on)
+            .needs_restart(&on)
+            .is_empty());
+    }
+
+    #[test]
     fn disabled_tun_and_bad_config_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let mut yaml = pki_for(dir.path());
