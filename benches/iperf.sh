@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Throughput benchmark: single-stream TCP (iperf3) through an overlay between two network
-# namespaces joined by a veth, nebula <-> nebula and, with --meshd, meshd <-> meshd in the same run
-# on the same namespaces, alternating per round. Prints Mbit/s, the meshd/nebula ratio and the
-# resident memory (VmRSS now / VmHWM peak) of every daemon. With --observe, a third leg runs
+# Throughput benchmark through an overlay between two network namespaces joined by a veth:
+# nebula <-> nebula and, with --meshd, meshd <-> meshd and meshd <-> nebula (mixed), in the same
+# run on the same namespaces, alternating per round. Each pair runs three iperf3 legs: one TCP
+# stream, four TCP streams, and small-packet UDP (64-byte payload, unlimited rate; packets per
+# second delivered). Prints every leg, the means, the meshd/nebula and mixed/nebula ratios and the
+# resident memory (VmRSS now / VmHWM peak) of every daemon. With --observe, an extra pair runs
 # meshd <-> meshd again while the sending meshd is scraped by Prometheus (stats.type prometheus)
-# and asked `meshd status --json` once a second each, and prints its cost against the plain leg.
+# and asked `meshd status --json` once a second each, and prints its cost against the plain pair.
 #
 # Needs root, ip, iperf3, ping, python3, nebula-cert and nebula. Every name carries this run's
 # tag; everything (processes by PID, namespaces, temp files) is removed on exit, even on Ctrl-C.
@@ -12,18 +14,23 @@ set -euo pipefail
 
 usage() {
   cat <<EOF
-usage: $0 [--meshd PATH] [--nebula PATH] [--time SECONDS] [--rounds N] [--mtu MTU] [--cipher aes|chachapoly] [--observe]
+usage: $0 [--meshd PATH] [--nebula PATH] [--time SECONDS] [--rounds N] [--mtu MTU] [--cipher aes|chachapoly]
+          [--legs tcp1,tcp4,udp64] [--no-offloads] [--no-mixed]
   --meshd PATH   also benchmark this meshd binary (skipped with a message while its daemon cannot run)
   --nebula PATH  nebula binary (default: nebula on PATH)
   --time S       iperf3 duration per leg (default 10)
-  --rounds N     rounds; each round runs every implementation once (default 1)
+  --rounds N     rounds; each round runs every pair once (default 1)
   --mtu MTU      tun.mtu on both ends (default 1300)
   --cipher C     aes (default) or chachapoly
-  --observe      with --meshd: add a meshd leg with a metrics scrape and a status call every second
+  --legs L       comma-separated legs to run (default tcp1,tcp4,udp64)
+  --no-offloads  write tun.use_offloads: false and listen.udp_offloads: false (both daemons)
+  --no-mixed     skip the meshd <-> nebula pair
+  --observe      with --meshd: add a meshd pair with a metrics scrape and a status call every second
 EOF
 }
 
-MESHD="" NEBULA="$(command -v nebula || true)" TIME=10 ROUNDS=1 MTU=1300 CIPHER=aes OBSERVE=0
+MESHD="" NEBULA="$(command -v nebula || true)" TIME=10 ROUNDS=1 MTU=1300 CIPHER=aes
+LEGS="tcp1,tcp4,udp64" OFFLOADS=true MIXED=1 OBSERVE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --meshd) MESHD="$2"; shift 2 ;;
@@ -32,6 +39,9 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS="$2"; shift 2 ;;
     --mtu) MTU="$2"; shift 2 ;;
     --cipher) CIPHER="$2"; shift 2 ;;
+    --legs) LEGS="$2"; shift 2 ;;
+    --no-offloads) OFFLOADS=false; shift ;;
+    --no-mixed) MIXED=0; shift ;;
     --observe) OBSERVE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -64,12 +74,14 @@ lighthouse:
 listen:
   host: 0.0.0.0
   port: 4242
+  udp_offloads: $OFFLOADS
 punchy:
   punch: false
 cipher: $CIPHER
 tun:
   dev: $dev
   mtu: $MTU
+  use_offloads: $OFFLOADS
 logging:
   level: warning
 firewall:
@@ -147,34 +159,60 @@ start_daemon() {
 
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
-# run_leg IMPL BINARY ROUND [A_CONFIG] -> appends "impl round mbps rss_a hwm_a rss_b hwm_b" to
-# $WORK/results; the `observed` leg runs the observer during iperf3.
-run_leg() {
-  local impl="$1" bin="$2" round="$3" cfg_a="${4:-$WORK/a.yml}" pa pb po=""
-  pa="$(start_daemon "$bin" "$NS_A" "$cfg_a" "$WORK/$impl-a.log")"; PIDS+=("$pa")
-  pb="$(start_daemon "$bin" "$NS_B" "$WORK/b.yml" "$WORK/$impl-b.log")"; PIDS+=("$pb")
+# iperf_leg LEG PAIR ROUND -> prints the leg's figure (Mbit/s, or packets/s delivered for udp64)
+# and TCP retransmits (or UDP packets lost)
+iperf_leg() {
+  local leg="$1" pair="$2" round="$3" ps json="$WORK/iperf-$2-$1-$3.json" args
+  case "$leg" in
+    tcp1) args=(-P 1) ;;
+    tcp4) args=(-P 4) ;;
+    udp64) args=(-u -b 0 -l 64) ;;
+    *) die "unknown leg $leg" ;;
+  esac
+  ip netns exec "$NS_B" iperf3 -s -1 -B "$VPN_B" >"$WORK/iperf-server.log" 2>&1 &
+  ps=$!; PIDS+=("$ps")
+  wait_until 5 sh -c "ip netns exec $NS_B ss -tln | grep -q '$VPN_B:5201'" || die "iperf3 server did not start"
+  ip netns exec "$NS_A" timeout $(( TIME + 20 )) iperf3 -c "$VPN_B" -t "$TIME" "${args[@]}" -J >"$json" || true
+  wait "$ps" 2>/dev/null || true
+  python3 - "$json" "$leg" <<'EOF'
+import json, sys
+try:
+    end = json.load(open(sys.argv[1]))["end"]
+    if sys.argv[2] == "udp64":
+        s = end["sum"]
+        print("%.0f %d" % ((s["packets"] - s["lost_packets"]) / s["seconds"], s["lost_packets"]))
+    else:
+        print("%.1f %d" % (end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits", 0)))
+except Exception:
+    print("0 0")
+EOF
+}
+
+# run_pair PAIR BIN_A BIN_B ROUND [A_CONFIG] -> appends "pair leg round value rss_a hwm_a rss_b
+# hwm_b" rows; the `observed` pair runs the observer during its legs.
+run_pair() {
+  local pair="$1" bin_a="$2" bin_b="$3" round="$4" cfg_a="${5:-$WORK/a.yml}" pa pb po="" leg v lost unit what
+  pa="$(start_daemon "$bin_a" "$NS_A" "$cfg_a" "$WORK/$pair-a.log")"; PIDS+=("$pa")
+  pb="$(start_daemon "$bin_b" "$NS_B" "$WORK/b.yml" "$WORK/$pair-b.log")"; PIDS+=("$pb")
   if ! wait_until 10 ip -n "$NS_A" link show "$TUN_A" || ! wait_until 10 ip -n "$NS_B" link show "$TUN_B"; then
-    echo "$impl: tun devices did not appear; logs:" >&2; cat "$WORK/$impl-a.log" "$WORK/$impl-b.log" >&2
+    echo "$pair: tun devices did not appear; logs:" >&2; cat "$WORK/$pair-a.log" "$WORK/$pair-b.log" >&2
     return 1
   fi
   if ! wait_until 15 ip netns exec "$NS_A" ping -c 1 -W 1 "$VPN_B"; then
-    echo "$impl: no tunnel; logs:" >&2; cat "$WORK/$impl-a.log" "$WORK/$impl-b.log" >&2
+    echo "$pair: no tunnel; logs:" >&2; cat "$WORK/$pair-a.log" "$WORK/$pair-b.log" >&2
     return 1
   fi
-  ip netns exec "$NS_B" iperf3 -s -1 -B "$VPN_B" >"$WORK/iperf-server.log" 2>&1 &
-  local ps=$!; PIDS+=("$ps")
-  wait_until 5 sh -c "ip netns exec $NS_B ss -tln | grep -q '$VPN_B:5201'" || die "iperf3 server did not start"
-  if [ "$impl" = observed ]; then
+  if [ "$pair" = observed ]; then
     touch "$WORK/observing"; observe & po=$!; PIDS+=("$po")
   fi
-  ip netns exec "$NS_A" iperf3 -c "$VPN_B" -t "$TIME" -P 1 -J >"$WORK/iperf-$impl-$round.json"
+  for leg in ${LEGS//,/ }; do
+    read -r v lost <<<"$(iperf_leg "$leg" "$pair" "$round")"
+    unit="Mbit/s" what="retransmits"; [ "$leg" = udp64 ] && unit="pkt/s" what="lost"
+    echo "$pair $leg $round $v $(rss_kb "$pa" VmRSS) $(rss_kb "$pa" VmHWM) $(rss_kb "$pb" VmRSS) $(rss_kb "$pb" VmHWM)" >>"$WORK/results"
+    printf '  %-6s %-5s round %s: %10s %-6s (%s %s)  RSS a %s kB (peak %s)   b %s kB (peak %s)\n' \
+      "$pair" "$leg" "$round" "$v" "$unit" "$lost" "$what" "$(rss_kb "$pa" VmRSS)" "$(rss_kb "$pa" VmHWM)" "$(rss_kb "$pb" VmRSS)" "$(rss_kb "$pb" VmHWM)"
+  done
   if [ -n "$po" ]; then rm -f "$WORK/observing"; wait "$po" 2>/dev/null || true; fi
-  wait "$ps" 2>/dev/null || true
-  local mbps
-  mbps="$(python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e6))' "$WORK/iperf-$impl-$round.json")"
-  echo "$impl $round $mbps $(rss_kb "$pa" VmRSS) $(rss_kb "$pa" VmHWM) $(rss_kb "$pb" VmRSS) $(rss_kb "$pb" VmHWM)" >>"$WORK/results"
-  printf '  %-7s round %s: %8s Mbit/s   RSS a %s kB (peak %s)   b %s kB (peak %s)\n' \
-    "$impl" "$round" "$mbps" "$(rss_kb "$pa" VmRSS)" "$(rss_kb "$pa" VmHWM)" "$(rss_kb "$pb" VmRSS)" "$(rss_kb "$pb" VmHWM)"
   stop_pid "$pa"; stop_pid "$pb"
   wait_until 5 sh -c "! ip -n $NS_A link show $TUN_A && ! ip -n $NS_B link show $TUN_B" || true
 }
@@ -194,44 +232,57 @@ meshd_runs() {
 }
 
 main() {
-  local started=$SECONDS impls=(nebula)
+  local started=$SECONDS pairs=(nebula)
   setup_network
   setup_pki >/dev/null
-  echo "iperf3 single TCP stream, ${TIME}s per leg, tun.mtu $MTU, cipher $CIPHER, rounds $ROUNDS (tag $TAG)"
+  echo "iperf3 legs $LEGS, ${TIME}s each, tun.mtu $MTU, cipher $CIPHER, offloads $OFFLOADS, rounds $ROUNDS (tag $TAG)"
   echo "machine: $(nproc) CPU(s),$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), kernel $(uname -r)"
   if [ -n "$MESHD" ]; then
     if meshd_runs; then
-      impls+=(meshd)
-      if [ "$OBSERVE" = 1 ]; then impls+=(observed); fi
+      pairs+=(meshd)
+      [ "$MIXED" = 1 ] && pairs+=(mixed)
+      [ "$OBSERVE" = 1 ] && pairs+=(observed)
     else
       echo "meshd: its daemon cannot run yet ($(tail -n 1 "$WORK/meshd-probe.log" 2>/dev/null || echo 'no output')); skipping the meshd legs"
     fi
   fi
   : >"$WORK/results"
-  local round impl
+  local round pair
   for round in $(seq "$ROUNDS"); do
-    for impl in "${impls[@]}"; do
-      case "$impl" in
-        nebula) run_leg nebula "$NEBULA" "$round" ;;
-        meshd) run_leg meshd "$MESHD" "$round" ;;
-        observed) run_leg observed "$MESHD" "$round" "$WORK/a-observed.yml" ;;
+    for pair in "${pairs[@]}"; do
+      case "$pair" in
+        nebula) run_pair nebula "$NEBULA" "$NEBULA" "$round" ;;
+        meshd) run_pair meshd "$MESHD" "$MESHD" "$round" ;;
+        mixed) run_pair mixed "$MESHD" "$NEBULA" "$round" ;;
+        observed) run_pair observed "$MESHD" "$MESHD" "$round" "$WORK/a-observed.yml" ;;
       esac
     done
   done
   python3 - "$WORK/results" <<'EOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-mean = {}
-for impl in ("nebula", "meshd", "observed"):
-    v = [float(r[2]) for r in rows if r[0] == impl]
-    if v:
-        mean[impl] = sum(v) / len(v)
-        print(f"{impl:7s} mean {mean[impl]:9.1f} Mbit/s over {len(v)} round(s)")
-if "meshd" in mean and mean.get("nebula"):
-    print(f"ratio meshd/nebula: {mean['meshd'] / mean['nebula']:.2f}")
-if "observed" in mean and mean.get("meshd"):
-    cost = (1 - mean["observed"] / mean["meshd"]) * 100
-    print(f"observed (scrape + status every second) vs plain meshd: {cost:+.1f} % throughput lost")
+legs = []
+for r in rows:
+    if r[1] not in legs:
+        legs.append(r[1])
+unit = {"udp64": "pkt/s"}
+for leg in legs:
+    mean = {}
+    for pair in ("nebula", "meshd", "mixed", "observed"):
+        v = [float(r[3]) for r in rows if r[0] == pair and r[1] == leg]
+        if v:
+            mean[pair] = sum(v) / len(v)
+            print(f"{leg:5s} {pair:6s} mean {mean[pair]:11.1f} {unit.get(leg, 'Mbit/s'):6s} over {len(v)} round(s)")
+    for pair in ("meshd", "mixed"):
+        if pair in mean and mean.get("nebula"):
+            print(f"{leg:5s} ratio {pair}/nebula: {mean[pair] / mean['nebula']:.2f}")
+    if "observed" in mean and mean.get("meshd"):
+        cost = (1 - mean["observed"] / mean["meshd"]) * 100
+        print(f"{leg:5s} observed (scrape + status every second) vs plain meshd: {cost:+.1f} % lost")
+for pair in ("nebula", "meshd", "mixed"):
+    rss = [int(x) for r in rows if r[0] == pair for x in (r[5], r[7]) if x.isdigit()]
+    if rss:
+        print(f"peak RSS {pair:6s} (VmHWM, either daemon): {max(rss)} kB")
 EOF
   if [ "$OBSERVE" = 1 ] && [ -e "$WORK/observe-count" ]; then
     echo "observer: $(wc -l <"$WORK/observe-count") scrape+status pairs, $(cat "$WORK/observe-failures" 2>/dev/null | wc -l) failures"

@@ -350,6 +350,45 @@ fn sigterm_closes_tunnels_and_exits_cleanly() {
     assert!(closed, "nebula did not log the close:\n{}", nb.log());
 }
 
+/// `tun.use_offloads: false` and `listen.udp_offloads: false` on one meshd, offloads on (the
+/// default) on the other: the plain and the offloading data paths carry the same 32 MB, both
+/// ways, and each daemon logs which it runs.
+#[test]
+fn meshd_offloads_off_to_meshd_offloads_on() {
+    if !ready("meshd_offloads_off_to_meshd_offloads_on") {
+        return;
+    }
+    let pair = Pair::new("aes");
+    let yaml = std::fs::read_to_string(&pair.cfg_a).unwrap();
+    let off = yaml
+        .replace(
+            "tun:\n  disabled: false",
+            "tun:\n  use_offloads: false\n  disabled: false",
+        )
+        .replace("listen:\n", "listen:\n  udp_offloads: false\n");
+    assert_eq!(
+        off.matches("offloads: false").count(),
+        2,
+        "config layout changed"
+    );
+    std::fs::write(&pair.cfg_a, off).unwrap();
+    let na = pair.start_a(Impl::Meshd, "a.log");
+    let nb = pair.start_b(Impl::Meshd, "b.log");
+    exercise(&pair, &na, &nb);
+    assert!(
+        na.log()
+            .contains("tun_offload=false udp_gso=false udp_gro=false"),
+        "a runs without offloads:\n{}",
+        na.log()
+    );
+    assert!(
+        nb.log()
+            .contains("tun_offload=true udp_gso=true udp_gro=true"),
+        "b runs with offloads:\n{}",
+        nb.log()
+    );
+}
+
 /// `tun.disabled`: no device, yet meshd answers pings to its VPN IP through the tunnel. Nebula
 /// (with a TUN) initiates and meshd responds; 200 pings and 1200-byte pings arrive without loss,
 /// with both ciphers.

@@ -63,13 +63,11 @@ pub fn build(r: &mut Reader<'_>) -> Config {
 /// pinning, Windows options): accepted so such configs load, otherwise unused.
 const PLATFORM_KEYS: &[&str] = &[
     "listen.rebind_on_network_change",
-    "listen.udp_offloads",
     "listen.windows_bypass_wdf",
     "tun.cpu_affinity",
     "tun.network_category",
     "tun.pin_threads",
     "tun.pin_threads_key",
-    "tun.use_offloads",
     "tun.use_system_route_table_buffer_size",
     "tun.windows_bypass_wdf",
 ];
@@ -235,6 +233,7 @@ fn listen(r: &mut Reader<'_>) -> Listen {
         send_recv_error: recv_error_mode(r, "listen.send_recv_error"),
         accept_recv_error: recv_error_mode(r, "listen.accept_recv_error"),
         so_mark: r.int_in("listen.so_mark", 0, 0, i64::from(u32::MAX)) as u32,
+        udp_offloads: r.bool("listen.udp_offloads", true),
     }
 }
 
@@ -373,6 +372,7 @@ fn tun(r: &mut Reader<'_>) -> Tun {
         routes: tun_routes(r),
         unsafe_routes: unsafe_routes(r),
         use_system_route_table: r.bool("tun.use_system_route_table", false),
+        use_offloads: r.bool("tun.use_offloads", true),
     }
 }
 

@@ -209,6 +209,8 @@ pub struct Listen {
     pub accept_recv_error: SendRecvError,
     /// `so_mark` (since v1.10.0); 0 = unset.
     pub so_mark: u32,
+    /// `udp_offloads` (Nebula master): UDP GSO sends and GRO receives.
+    pub udp_offloads: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +260,8 @@ pub struct Tun {
     pub unsafe_routes: Vec<UnsafeRoute>,
     /// `use_system_route_table` (since v1.7.0).
     pub use_system_route_table: bool,
+    /// `use_offloads` (Nebula master): TSO/USO superpackets from the device, GRO writes to it.
+    pub use_offloads: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

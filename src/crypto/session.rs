@@ -1,11 +1,13 @@
 //! Post-handshake AEAD for one tunnel (`noise.go` in Nebula 1.6.1): the 16-byte header is the
 //! associated data and its counter is the nonce; Noise's own nonce counter is not used.
 //!
-//! Works in place on caller buffers (`header ‖ payload ‖ tag room`); allocates nothing.
+//! Works in place on caller buffers (`header ‖ payload ‖ tag room`); allocates nothing per packet.
+//!
+//! Backend: AWS-LC through `aws-lc-rs`, the fastest of the backends measured by `benches/aead` on
+//! the target machines (table in the README). Its key state lives in an AWS-LC context on the C
+//! heap that `OPENSSL_free` overwrites with zeros (`OPENSSL_cleanse`) when the key is dropped.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::Aes256Gcm;
-use chacha20poly1305::ChaCha20Poly1305;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use thiserror::Error;
 
 use super::Cipher;
@@ -23,46 +25,33 @@ pub enum CryptoError {
     Auth,
 }
 
-/// One direction's key.
-///
-/// Key hygiene (keep it when swapping the AEAD backend): the key schedule must be wiped when an
-/// `AeadKey` is dropped. Today ChaCha20-Poly1305 wipes its key unconditionally and AES-256 its round
-/// keys (the `aes/zeroize` feature, checked at compile time below); the GHASH key of AES-GCM is
-/// only wiped where polyval's own backend runs its `Drop` (not its x86 autodetect wrapper).
-pub enum AeadKey {
-    Aes(Box<Aes256Gcm>),
-    ChaCha(Box<ChaCha20Poly1305>),
+/// One direction's key. Zeroed on drop (by AWS-LC, see the module header).
+pub struct AeadKey {
+    cipher: Cipher,
+    key: LessSafeKey,
 }
 
 impl std::fmt::Debug for AeadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AeadKey::Aes(_) => "AeadKey::Aes(..)",
-            AeadKey::ChaCha(_) => "AeadKey::ChaCha(..)",
+        f.write_str(match self.cipher {
+            Cipher::AesGcm => "AeadKey::Aes(..)",
+            Cipher::ChaChaPoly => "AeadKey::ChaCha(..)",
         })
     }
 }
 
-/// Fails the build if a backend key type stops being wiped on drop.
-const fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
-const _: () = {
-    wiped_on_drop::<aes::Aes256>();
-    wiped_on_drop::<ChaCha20Poly1305>();
-};
-
 impl AeadKey {
     /// Builds a key from 32 raw bytes (a Noise split output).
     pub fn new(cipher: Cipher, key: &[u8; 32]) -> Self {
-        match cipher {
-            Cipher::AesGcm => AeadKey::Aes(Box::new(Aes256Gcm::new(key.into()))),
-            Cipher::ChaChaPoly => AeadKey::ChaCha(Box::new(ChaCha20Poly1305::new(key.into()))),
-        }
-    }
-
-    fn cipher(&self) -> Cipher {
-        match self {
-            AeadKey::Aes(_) => Cipher::AesGcm,
-            AeadKey::ChaCha(_) => Cipher::ChaChaPoly,
+        let alg = match cipher {
+            Cipher::AesGcm => &AES_256_GCM,
+            Cipher::ChaChaPoly => &CHACHA20_POLY1305,
+        };
+        // Both algorithms take exactly 32-byte keys, so this cannot fail.
+        let unbound = UnboundKey::new(alg, key).expect("32-byte AEAD key");
+        AeadKey {
+            cipher,
+            key: LessSafeKey::new(unbound),
         }
     }
 
@@ -73,13 +62,14 @@ impl AeadKey {
         ad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], CryptoError> {
-        let nonce = self.cipher().nonce(counter);
-        let tag = match self {
-            AeadKey::Aes(k) => k.encrypt_in_place_detached((&nonce).into(), ad, buf),
-            AeadKey::ChaCha(k) => k.encrypt_in_place_detached((&nonce).into(), ad, buf),
-        }
-        .map_err(|_| CryptoError::BufferTooSmall)?;
-        Ok(tag.into())
+        let nonce = Nonce::assume_unique_for_key(self.cipher.nonce(counter));
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(ad), buf)
+            .map_err(|_| CryptoError::BufferTooSmall)?;
+        tag.as_ref()
+            .try_into()
+            .map_err(|_| CryptoError::BufferTooSmall)
     }
 
     /// Verifies `tag` and decrypts `buf` in place; on failure `buf` is left unspecified.
@@ -90,12 +80,11 @@ impl AeadKey {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        let nonce = self.cipher().nonce(counter);
-        match self {
-            AeadKey::Aes(k) => k.decrypt_in_place_detached((&nonce).into(), ad, buf, tag.into()),
-            AeadKey::ChaCha(k) => k.decrypt_in_place_detached((&nonce).into(), ad, buf, tag.into()),
-        }
-        .map_err(|_| CryptoError::Auth)
+        let nonce = Nonce::assume_unique_for_key(self.cipher.nonce(counter));
+        self.key
+            .open_in_place_separate_tag(nonce, Aad::from(ad), tag, buf)
+            .map(|_| ())
+            .map_err(|_| CryptoError::Auth)
     }
 }
 
@@ -190,7 +179,9 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aes_gcm::aead::Aead;
+    use aes_gcm::aead::{Aead, KeyInit};
+    use aes_gcm::Aes256Gcm;
+    use chacha20poly1305::ChaCha20Poly1305;
 
     fn session(cipher: Cipher) -> (Session, Session) {
         let (a, b) = ([7u8; 32], [9u8; 32]);

@@ -1,5 +1,8 @@
 //! Packet batches: buffers allocated once, handed to the kernel many packets per syscall
 //! (`recvmmsg`/`sendmmsg` for UDP, repeated reads for TUN), so the data path never allocates.
+//! With UDP offloads a run of equal-size datagrams to one peer leaves as one `sendmmsg` entry
+//! with `UDP_SEGMENT` (its iovecs are the slots themselves, so nothing is copied), and a
+//! `UDP_GRO` receive fills one slot with several datagrams at a stride.
 //!
 //! Owns the slots and the kernel-facing arrays that point into them. Must not look inside packets.
 //!
@@ -10,7 +13,9 @@
 //!   ^ iovec[i] points at slot i; lens[i] bytes are valid after recv / are sent by send
 //! ```
 //!
-//! Later: UDP GSO (`UDP_SEGMENT`) and GRO, and TUN virtio-net offload, would reuse the same slots.
+//! A GRO receive slot holds `datagram ‖ datagram ‖ ... ‖ last (maybe shorter)`, each `stride`
+//! bytes apart; [`RecvBatch::segments`] cuts it. A GSO send entry points `msg_iov` at a run of
+//! consecutive slots.
 
 use std::io;
 use std::mem;
@@ -25,6 +30,11 @@ pub const HEADROOM: usize = 64;
 pub const SLOT_SIZE: usize = MAX_DATAGRAM + HEADROOM;
 /// Default slots per batch (`listen.batch` default in Nebula).
 pub const DEFAULT_BATCH: usize = 64;
+/// A GRO receive slot must hold the largest coalesced datagram the kernel builds.
+pub const GRO_SLOT_SIZE: usize = 65535;
+/// Kernel limits for one `UDP_SEGMENT` send (`UDP_MAX_SEGMENTS`, and the payload under 64 KiB).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+pub const GSO_MAX_BYTES: usize = 65000;
 
 /// Received datagrams: slot `i` holds `datagram(i)` from `peer(i)` after a receive.
 pub struct RecvBatch {
@@ -72,9 +82,44 @@ impl RecvBatch {
         &mut self.slots.slot_mut(i)[..len]
     }
 
-    /// All received datagrams with their senders.
+    /// All received datagrams with their senders (a GRO slot counts as one).
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
         (0..self.filled).map(|i| (self.peer(i), self.datagram(i)))
+    }
+
+    /// The datagrams inside slot `i`: one range, or several `stride` apart after a GRO receive.
+    pub fn segments(&self, i: usize) -> Segments {
+        let len = self.slots.lens[i];
+        let stride = match self.slots.strides[i] {
+            0 => len.max(1),
+            s => s,
+        };
+        Segments {
+            next: 0,
+            len,
+            stride,
+        }
+    }
+}
+
+/// Byte ranges of the datagrams in one receive slot.
+#[derive(Debug, Clone)]
+pub struct Segments {
+    next: usize,
+    len: usize,
+    stride: usize,
+}
+
+impl Iterator for Segments {
+    type Item = std::ops::Range<usize>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.len {
+            return None;
+        }
+        let start = self.next;
+        self.next = (start + self.stride).min(self.len);
+        Some(start..self.next)
     }
 }
 
@@ -161,19 +206,44 @@ impl SendBatch {
     }
 }
 
-/// IP packets read from the TUN device: slot `i` holds `packet(i)` after a read.
+/// IP packets read from the TUN device: `packet(i)` after a read. With offloads each read may be
+/// a superpacket that is split into several slots.
 pub struct PacketBatch {
-    slots: Slots,
+    bufs: Box<[Box<[u8]>]>,
+    lens: Box<[usize]>,
     filled: usize,
+    /// Room for one device read (virtio-net header + 64 KiB) when offloading, else empty.
+    read: Box<[u8]>,
+    /// Free slots a read needs before it is attempted (1, or the most one split can produce).
+    reserve: usize,
 }
 
 impl PacketBatch {
-    /// Allocates `slots` buffers of `slot_size` bytes, once.
+    /// Allocates `slots` buffers of `slot_size` bytes, once; one packet per read.
     pub fn new(slots: usize, slot_size: usize) -> Self {
+        let slots = slots.max(1);
         PacketBatch {
-            slots: Slots::new(slots, slot_size),
+            bufs: (0..slots).map(|_| vec![0u8; slot_size].into()).collect(),
+            lens: vec![0; slots].into(),
             filled: 0,
+            read: Box::new([]),
+            reserve: 1,
         }
+    }
+
+    /// For a device with the virtio-net header and MTU `mtu`: slots for at least two whole
+    /// superpackets, each `mtu` bytes, plus the read buffer.
+    pub fn with_offload(slots: usize, mtu: usize) -> Self {
+        let reserve = super::offload::max_segments(mtu);
+        let mut b = PacketBatch::new(slots.max(2 * reserve), mtu);
+        b.read = vec![0u8; super::offload::MAX_READ].into();
+        b.reserve = reserve;
+        b
+    }
+
+    /// True when reads carry the virtio-net header.
+    pub fn offload(&self) -> bool {
+        !self.read.is_empty()
     }
 
     /// Packets delivered by the last read.
@@ -188,18 +258,18 @@ impl PacketBatch {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.slots.lens.len()
+        self.lens.len()
     }
 
     /// Packet `i`.
     pub fn packet(&self, i: usize) -> &[u8] {
-        &self.slots.slot(i)[..self.slots.lens[i]]
+        &self.bufs[i][..self.lens[i]]
     }
 
     /// Packet `i`, writable.
     pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
-        let len = self.slots.lens[i];
-        &mut self.slots.slot_mut(i)[..len]
+        let len = self.lens[i];
+        &mut self.bufs[i][..len]
     }
 
     /// All packets of the last read.
@@ -207,26 +277,46 @@ impl PacketBatch {
         (0..self.filled).map(|i| self.packet(i))
     }
 
-    /// Calls `read` into successive slots until it would block or the batch is full. Returns the
-    /// count; `WouldBlock` only when not even one packet was ready (so the caller's readiness
-    /// flag is cleared exactly when the queue is empty).
+    /// Calls `read` until it would block or the batch has no room for another read. Returns the
+    /// packet count; `WouldBlock` only when not even one packet was ready (so the caller's
+    /// readiness flag is cleared exactly when the queue is empty). With offloads each read is
+    /// split; a read that cannot be split (malformed header) is dropped and logged.
     pub(super) fn fill_with(
         &mut self,
         mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.filled = 0;
-        while self.filled < self.capacity() {
-            let i = self.filled;
-            match read(self.slots.slot_mut(i)) {
-                Ok(n) => {
-                    self.slots.lens[i] = n;
-                    self.filled += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.filled > 0 => break,
+        let mut reads = 0usize;
+        while self.capacity() - self.filled >= self.reserve {
+            match self.read_one(&mut read) {
+                Ok(()) => reads += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && reads > 0 => break,
                 Err(e) => return Err(e),
             }
         }
         Ok(self.filled)
+    }
+
+    fn read_one(
+        &mut self,
+        read: &mut impl FnMut(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let i = self.filled;
+        if !self.offload() {
+            self.lens[i] = read(&mut self.bufs[i])?;
+            self.filled += 1;
+            return Ok(());
+        }
+        let n = read(&mut self.read)?;
+        match super::offload::split(
+            &mut self.read[..n],
+            &mut self.bufs[i..],
+            &mut self.lens[i..],
+        ) {
+            Ok(got) => self.filled += got,
+            Err(e) => tracing::debug!(error = %e, len = n, "tun superpacket dropped"),
+        }
+        Ok(())
     }
 }
 
@@ -240,6 +330,24 @@ pub(super) struct Slots {
     names: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
+    /// One control-message buffer per header (`UDP_SEGMENT` out, `UDP_GRO` in).
+    cmsgs: Box<[Cmsg]>,
+    /// After a receive: the GRO stride of slot `i`, 0 for a single datagram.
+    strides: Box<[usize]>,
+    /// During a GSO send: one past the last slot of entry `g`.
+    group_end: Box<[usize]>,
+}
+
+/// Room for one `cmsghdr` carrying an `int` (or `u16`), aligned as the kernel wants.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Cmsg([u8; 32]);
+
+const _: () = assert!(std::mem::size_of::<Cmsg>() >= cmsg_space_int());
+
+const fn cmsg_space_int() -> usize {
+    // CMSG_SPACE(sizeof(int)) on Linux: header (16) + data rounded up to 8.
+    mem::size_of::<libc::cmsghdr>() + 8
 }
 
 // SAFETY: the raw pointers in `iovs`/`hdrs` only ever point into `data`/`names`/`iovs`, which this
@@ -267,6 +375,9 @@ impl Slots {
             names: vec![zeroed_name; slots].into_boxed_slice(),
             iovs: vec![zeroed_iov; slots].into_boxed_slice(),
             hdrs: vec![zeroed_hdr; slots].into_boxed_slice(),
+            cmsgs: vec![Cmsg([0; 32]); slots].into_boxed_slice(),
+            strides: vec![0; slots].into_boxed_slice(),
+            group_end: vec![0; slots].into_boxed_slice(),
         }
     }
 
@@ -297,13 +408,20 @@ impl Slots {
         hdr.msg_len = 0;
     }
 }
-pub(super) fn recv_mmsg(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+/// `gro`: the socket has `UDP_GRO` on, so each header also gets a control buffer for the stride.
+pub(super) fn recv_mmsg(fd: RawFd, batch: &mut RecvBatch, gro: bool) -> io::Result<usize> {
     let n = batch.capacity();
     let slot_size = batch.slots.slot_size;
     for i in 0..n {
         batch
             .slots
             .link(i, slot_size, mem::size_of::<libc::sockaddr_storage>() as _);
+        if gro {
+            let ctl: *mut Cmsg = &mut batch.slots.cmsgs[i];
+            let hdr = &mut batch.slots.hdrs[i].msg_hdr;
+            hdr.msg_control = ctl.cast();
+            hdr.msg_controllen = mem::size_of::<Cmsg>() as _;
+        }
     }
     // SAFETY: every header points at live buffers of the lengths given, owned by `batch`.
     let got = unsafe {
@@ -324,32 +442,119 @@ pub(super) fn recv_mmsg(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
         let hdr = &batch.slots.hdrs[i];
         let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         batch.slots.lens[i] = if truncated { 0 } else { hdr.msg_len as usize };
+        batch.slots.strides[i] = if gro { gro_stride(&hdr.msg_hdr) } else { 0 };
         batch.slots.addrs[i] = from_sockaddr(&batch.slots.names[i]).unwrap_or(UNSPECIFIED);
     }
     batch.filled = got;
     Ok(got)
 }
 
+/// The `UDP_GRO` segment size the kernel attached, or 0 when the datagram arrived whole.
+fn gro_stride(msg: &libc::msghdr) -> usize {
+    // SAFETY: msg_control/msg_controllen describe our own Cmsg buffer as the kernel left it;
+    // CMSG_FIRSTHDR/NXTHDR stay inside it and CMSG_DATA of a matching header holds an int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    0
+}
+
+/// Sends queued datagrams `from..` in one `sendmmsg`. With `gso`, each run of datagrams to one
+/// destination whose sizes are equal (the last may be shorter) becomes one entry with
+/// `UDP_SEGMENT`, within the kernel's segment and byte limits. Returns how many datagrams
+/// (not entries) the kernel took.
 pub(super) fn send_mmsg(
     fd: RawFd,
     batch: &mut SendBatch,
     from: usize,
     ipv6: bool,
+    gso: bool,
 ) -> io::Result<usize> {
     let end = batch.len();
-    for i in from..end {
-        let dest = batch.slots.addrs[i];
-        let name_len = to_sockaddr(dest, ipv6, &mut batch.slots.names[i]);
-        let len = batch.slots.lens[i];
-        batch.slots.link(i, len, name_len);
+    let slots = &mut batch.slots;
+    let base = slots.data.as_mut_ptr();
+    let mut groups = 0;
+    let mut i = from;
+    while i < end {
+        let start = i;
+        let seg = slots.lens[i];
+        let dest = slots.addrs[i];
+        let mut bytes = seg;
+        i += 1;
+        while gso && i < end && i - start < GSO_MAX_SEGMENTS && slots.addrs[i] == dest {
+            let len = slots.lens[i];
+            if len > seg || len == 0 || bytes + len > GSO_MAX_BYTES {
+                break;
+            }
+            bytes += len;
+            i += 1;
+            if len < seg {
+                break; // only the last segment may be short
+            }
+        }
+        for k in start..i {
+            // SAFETY: k < slots, so the offset stays inside `data`.
+            slots.iovs[k].iov_base = unsafe { base.add(k * slots.slot_size) }.cast();
+            slots.iovs[k].iov_len = slots.lens[k];
+        }
+        let g = groups;
+        let name_len = to_sockaddr(dest, ipv6, &mut slots.names[g]);
+        let iov: *mut libc::iovec = &mut slots.iovs[start];
+        let name: *mut libc::sockaddr_storage = &mut slots.names[g];
+        let ctl: *mut Cmsg = &mut slots.cmsgs[g];
+        let hdr = &mut slots.hdrs[g];
+        hdr.msg_hdr.msg_name = name.cast();
+        hdr.msg_hdr.msg_namelen = name_len;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = (i - start) as _;
+        hdr.msg_hdr.msg_flags = 0;
+        hdr.msg_len = 0;
+        if i - start > 1 {
+            hdr.msg_hdr.msg_control = ctl.cast();
+            hdr.msg_hdr.msg_controllen = write_segment_cmsg(&mut slots.cmsgs[g], seg as u16);
+        } else {
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+        }
+        slots.group_end[g] = i;
+        groups += 1;
     }
-    let hdrs = batch.slots.hdrs[from..end].as_mut_ptr();
-    // SAFETY: headers from..end point at live slots and addresses owned by `batch`.
-    let sent = unsafe { libc::sendmmsg(fd, hdrs, (end - from) as _, 0) };
+    // SAFETY: headers 0..groups point at live slots, names and control buffers owned by `batch`.
+    let sent = unsafe { libc::sendmmsg(fd, slots.hdrs.as_mut_ptr(), groups as _, 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(sent as usize)
+    let sent = sent as usize;
+    Ok(if sent == 0 {
+        0
+    } else {
+        slots.group_end[sent - 1] - from
+    })
+}
+
+/// Writes a `SOL_UDP`/`UDP_SEGMENT` control message carrying `size`; returns its length.
+fn write_segment_cmsg(buf: &mut Cmsg, size: u16) -> usize {
+    buf.0 = [0; 32];
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_control = buf.0.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of::<Cmsg>();
+    // SAFETY: `msg` describes our aligned 32-byte buffer, large enough for CMSG_SPACE(2);
+    // CMSG_FIRSTHDR is non-null for it and CMSG_DATA points inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+        libc::CMSG_SPACE(mem::size_of::<u16>() as u32) as usize
+    }
 }
 
 /// Errors that mean the socket itself is unusable, as opposed to one datagram being refused.

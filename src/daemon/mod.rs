@@ -11,6 +11,7 @@ pub mod local_addrs;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod offload;
 pub mod reload;
 pub mod routes;
 pub mod run;

@@ -49,13 +49,30 @@ impl Fixed {
         if (new.udp.host, new.udp.port) != (self.udp.host, self.udp.port) {
             keys.push("listen.host/port");
         }
-        if new.udp != self.udp && (new.udp.host, new.udp.port) == (self.udp.host, self.udp.port) {
+        if new.udp.offloads != self.udp.offloads {
+            keys.push("listen.udp_offloads");
+        }
+        let same_addr = (new.udp.host, new.udp.port) == (self.udp.host, self.udp.port);
+        if same_addr
+            && (new.udp.read_buffer, new.udp.write_buffer)
+                != (self.udp.read_buffer, self.udp.write_buffer)
+        {
             keys.push("listen buffers");
         }
         if new.batch != self.batch {
             keys.push("listen.batch");
         }
-        if new.tun != self.tun {
+        let offloads = |t: &Option<TunSettings>| t.as_ref().map(|t| t.offloads);
+        if offloads(&new.tun) != offloads(&self.tun) && new.tun.is_some() && self.tun.is_some() {
+            keys.push("tun.use_offloads");
+        }
+        let rest = |t: &Option<TunSettings>| {
+            t.clone().map(|t| TunSettings {
+                offloads: false,
+                ..t
+            })
+        };
+        if rest(&new.tun) != rest(&self.tun) {
             keys.push("tun (dev/mtu/disabled/tx_queue)");
         }
         if new.routes != self.routes {

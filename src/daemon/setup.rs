@@ -367,6 +367,7 @@ fn tun_settings(
         tx_queue: u32::try_from(c.tun.tx_queue).unwrap_or(u32::MAX),
         // One reader/writer pair for now; `routines` > 1 would open more queues.
         queues: 1,
+        offloads: c.tun.use_offloads,
     }))
 }
 
@@ -377,6 +378,7 @@ fn udp_settings(c: &Config) -> UdpSettings {
         read_buffer: c.listen.read_buffer as usize,
         write_buffer: c.listen.write_buffer as usize,
         reuse_port: false,
+        offloads: c.listen.udp_offloads,
     }
 }
 
@@ -516,6 +518,31 @@ pub(crate) mod tests {
         assert_eq!(plan.firewall.timeouts.tcp.as_secs(), 60);
         assert!(plan.local.handles(Ipv4Addr::new(192, 168, 77, 9)));
         assert!(!plan.local.handles(Ipv4Addr::new(10, 9, 0, 6)));
+    }
+
+    #[test]
+    fn offload_keys_default_on_map_and_need_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pki_for(dir.path());
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, &base).unwrap();
+        let on = load(&cfg, now()).unwrap();
+        assert!(on.udp.offloads && on.tun.as_ref().unwrap().offloads);
+        let mut yaml = base.clone();
+        yaml.push_str("tun: {use_offloads: false}\nlisten: {udp_offloads: false}\n");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let off = load(&cfg, now()).unwrap();
+        assert!(!off.udp.offloads && !off.tun.as_ref().unwrap().offloads);
+        assert!(
+            !off.warnings.iter().any(|w| w.contains("offloads")),
+            "known keys: {:?}",
+            off.warnings
+        );
+        let keys = super::super::reload::Fixed::of(&on).needs_restart(&off);
+        assert_eq!(keys, vec!["listen.udp_offloads", "tun.use_offloads"]);
+        assert!(super::super::reload::Fixed::of(&on)
+            .needs_restart(&on)
+            .is_empty());
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! `routes`). The device is not persistent: it disappears when the last queue is dropped, which is
 //! the drop guard that removes it on exit, panic included.
 //!
-//! Room for later: `queues > 1` already opens IFF_MULTI_QUEUE queues (one per `routines`);
-//! IFF_VNET_HDR offloads (TSO/GSO batches) would add a `recv_batch`/`send_batch` pair per queue
-//! using tun-rs's `recv_multiple`/`send_multiple`, behind a setting that defaults to off.
+//! `tun.use_offloads` (default on) opens the device with IFF_VNET_HDR and TUNSETOFFLOAD
+//! (CSUM|TSO4|TSO6, plus USO4|USO6 where the kernel has them, all through tun-rs): reads are then
+//! superpackets that `offload::split` cuts into MTU-sized packets, and writes go through
+//! `offload::Coalescer` and tun-rs's `send_multiple` so segments of one flow reach the kernel
+//! as one. Where the kernel refuses, the device is reopened plain and the log says so.
+//!
+//! `queues > 1` opens IFF_MULTI_QUEUE queues (one per `routines`).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
@@ -19,6 +23,7 @@ use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, SyncDevice};
 
 pub use super::batch::PacketBatch;
+use super::offload::{Coalescer, VIRTIO_NET_HDR_LEN};
 
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_NAME: usize = 15;
@@ -38,6 +43,8 @@ pub struct TunSettings {
     pub tx_queue: u32,
     /// Number of queues (`routines`); more than one opens a multi-queue device.
     pub queues: usize,
+    /// `tun.use_offloads`: ask for the virtio-net header and TSO/USO.
+    pub offloads: bool,
 }
 
 /// The open device. Dropping it closes every queue, which removes the interface.
@@ -51,6 +58,10 @@ pub struct Tun {
 /// One queue of the device; reads and writes whole IP packets without any prefix.
 pub struct TunQueue {
     io: AsyncFd<SyncDevice>,
+    /// Reads and writes carry the virtio-net header.
+    offload: bool,
+    /// The kernel took USO too, so UDP datagrams of one flow may be coalesced on write.
+    udp_gso: bool,
 }
 
 impl Tun {
@@ -58,7 +69,20 @@ impl Tun {
     /// with CAP_NET_ADMIN.
     pub fn open(settings: &TunSettings) -> anyhow::Result<Tun> {
         validate(settings)?;
-        let first = build(settings).context("creating the tun device (need CAP_NET_ADMIN)")?;
+        let first = match build(settings, settings.offloads) {
+            Ok(dev) => dev,
+            Err(e) if settings.offloads => {
+                tracing::warn!(error = %e, "tun.use_offloads: the kernel refused IFF_VNET_HDR/TUNSETOFFLOAD; using a plain tun device");
+                build(settings, false).context("creating the tun device (need CAP_NET_ADMIN)")?
+            }
+            Err(e) => return Err(e).context("creating the tun device (need CAP_NET_ADMIN)"),
+        };
+        if settings.offloads && first.tcp_gso() {
+            tracing::info!(
+                udp = first.udp_gso(),
+                "tun offloads on (TSO, checksum; USO when udp)"
+            );
+        }
         let mut devices = Vec::with_capacity(settings.queues);
         for _ in 1..settings.queues {
             devices.push(first.try_clone().context("opening another tun queue")?);
@@ -97,6 +121,21 @@ impl Tun {
         &self.queues[0]
     }
 
+    /// True when the device speaks the virtio-net header (TSO reads, GRO writes).
+    pub fn offload(&self) -> bool {
+        self.queues[0].offload
+    }
+
+    /// A read batch matching the device: `slots` packets, or with offloads room for at least two
+    /// split superpackets of `mtu`-sized packets.
+    pub fn packet_batch(&self, slots: usize, mtu: usize, plain_slot: usize) -> PacketBatch {
+        if self.offload() {
+            PacketBatch::with_offload(slots, mtu)
+        } else {
+            PacketBatch::new(slots, plain_slot)
+        }
+    }
+
     /// Current device MTU as the kernel reports it.
     pub fn mtu(&self) -> anyhow::Result<u16> {
         self.queues[0].io.get_ref().mtu().context("reading tun MTU")
@@ -106,27 +145,24 @@ impl Tun {
 impl TunQueue {
     fn new(dev: SyncDevice) -> io::Result<TunQueue> {
         dev.set_nonblocking(true)?;
+        let (offload, udp_gso) = (dev.tcp_gso(), dev.udp_gso());
         // SAFETY: the SyncDevice owns its descriptor and nothing else closes or replaces it.
         Ok(TunQueue {
             io: unsafe { AsyncFd::register(dev)? },
+            offload,
+            udp_gso,
         })
     }
 
-    /// Waits for the next packet from the kernel; returns its length.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io
-            .async_io(Interest::READABLE, |dev| dev.recv(buf))
-            .await
-    }
-
-    /// Reads a queued packet without waiting (`WouldBlock` when none), to drain in batches.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.try_io(Interest::READABLE, |dev| dev.recv(buf))
-    }
-
     /// Waits until packets are queued, then reads as many as are ready into `batch` (one wakeup,
-    /// many packets). Returns how many.
+    /// many packets; with offloads, superpackets split). Returns how many packets.
     pub async fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        if batch.offload() != self.offload {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "packet batch and tun device disagree about the virtio-net header",
+            ));
+        }
         loop {
             let mut guard = self.io.readable().await?;
             match guard.try_io(|dev| batch.fill_with(|buf| dev.get_ref().recv(buf))) {
@@ -136,11 +172,51 @@ impl TunQueue {
         }
     }
 
-    /// Hands one IP packet to the kernel.
+    /// Hands one IP packet to the kernel (behind an empty virtio-net header when offloading).
     pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        const NO_OFFLOAD: [u8; VIRTIO_NET_HDR_LEN] = [0; VIRTIO_NET_HDR_LEN];
         self.io
-            .async_io(Interest::WRITABLE, |dev| dev.send(packet))
+            .async_io(Interest::WRITABLE, |dev| {
+                if self.offload {
+                    let n =
+                        dev.send_vectored(&[IoSlice::new(&NO_OFFLOAD), IoSlice::new(packet)])?;
+                    Ok(n.saturating_sub(VIRTIO_NET_HDR_LEN))
+                } else {
+                    dev.send(packet)
+                }
+            })
             .await
+    }
+
+    /// Writes every packet queued in `out`, merged per flow when offloading, then empties it.
+    /// A write the kernel refuses is dropped (the last error is returned), as a lost packet
+    /// would be.
+    pub fn send_coalesced(&self, out: &mut Coalescer) -> io::Result<usize> {
+        let dev = self.io.get_ref();
+        let mut sent = 0;
+        let mut failed = None;
+        let mut write = |buf: &[u8]| match dev.send(buf) {
+            Ok(_) => sent += 1,
+            Err(e) => failed = Some(e),
+        };
+        if self.offload {
+            out.coalesce(self.udp_gso);
+            for &i in out.written() {
+                write(out.buf(i));
+            }
+        } else {
+            out.packets().for_each(&mut write);
+        }
+        out.clear();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(sent),
+        }
+    }
+
+    /// True when the device takes coalesced UDP (USO) as well as TCP.
+    pub fn udp_gso(&self) -> bool {
+        self.udp_gso
     }
 
     /// Raw descriptor, for diagnostics.
@@ -175,8 +251,9 @@ fn validate(s: &TunSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build(s: &TunSettings) -> io::Result<SyncDevice> {
+fn build(s: &TunSettings, offload: bool) -> io::Result<SyncDevice> {
     let mut builder = DeviceBuilder::new()
+        .offload(offload)
         .ipv4(s.addr, s.prefix_len, None)
         .mtu(s.mtu)
         .tx_queue_len(s.tx_queue)
@@ -211,6 +288,7 @@ mod tests {
             mtu: 1300,
             tx_queue: 500,
             queues: 1,
+            offloads: true,
         }
     }
 
