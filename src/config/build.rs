@@ -273,7 +273,16 @@ fn routines(r: &mut Reader<'_>) -> usize {
 /// legacy `punch_back`.
 fn punchy(r: &mut Reader<'_>) -> Punchy {
     let nested = matches!(r.get("punchy"), Some(serde_yaml::Value::Mapping(_)));
-    r.know("punchy.punch");
+    // The nested keys exist whatever shape this file uses (the schema is not per file).
+    for key in [
+        "punch",
+        "respond",
+        "delay",
+        "respond_delay",
+        "target_all_remotes",
+    ] {
+        r.know(&format!("punchy.{key}"));
+    }
     let punch = if nested {
         r.bool("punchy.punch", false)
     } else {

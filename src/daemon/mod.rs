@@ -6,6 +6,8 @@
 pub mod batch;
 pub mod dns;
 pub mod entropy;
+#[cfg(test)]
+mod key_coverage;
 pub mod local_addrs;
 pub mod logging;
 pub mod notify;

@@ -161,6 +161,8 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         // Replaced by the bound port once the socket is open (`listen.port: 0`).
         listen_port: c.listen.port,
         serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
+        drop_local_broadcast: c.tun.drop_local_broadcast,
+        drop_multicast: c.tun.drop_multicast,
         ..NodeConfig::default()
     }
 }

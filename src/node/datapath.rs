@@ -58,7 +58,8 @@ impl Node {
         if VpnIp::from(dst) == self.identity.vpn_ip {
             return TunOutcome::Dropped(DropReason::ToSelf);
         }
-        if dst == net.broadcast() || dst.is_multicast() {
+        let broadcast = dst == net.broadcast() && self.config.drop_local_broadcast;
+        if broadcast || (dst.is_multicast() && self.config.drop_multicast) {
             return TunOutcome::Dropped(DropReason::BroadcastOrMulticast);
         }
         let hop = match self.next_hop(dst) {

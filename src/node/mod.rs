@@ -154,6 +154,12 @@ pub struct NodeConfig {
     /// `lighthouse.serve_dns` (only effective with `am_lighthouse`): keep name → VPN IP records
     /// for [`Node::dns_answer`].
     pub serve_dns: bool,
+    /// `tun.drop_local_broadcast` (default false): drop packets to the VPN network's broadcast
+    /// address. Otherwise 1.6.1 treats that address as a peer (a handshake that never answers).
+    pub drop_local_broadcast: bool,
+    /// `tun.drop_multicast` (default false): drop multicast. Otherwise it is routed like any
+    /// address outside the VPN network (an unsafe route, or no route).
+    pub drop_multicast: bool,
 }
 
 impl Default for NodeConfig {
@@ -194,6 +200,8 @@ impl Default for NodeConfig {
             unsafe_routes: Vec::new(),
             tun_mtu: 1300,
             route_mtus: Vec::new(),
+            drop_local_broadcast: false,
+            drop_multicast: false,
         }
     }
 }

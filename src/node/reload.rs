@@ -199,6 +199,14 @@ fn keep_restart_only(old: &NodeConfig, new: &mut NodeConfig, r: &mut Reloaded) {
         new.am_lighthouse = old.am_lighthouse;
         new.serve_dns = old.serve_dns;
     }
+    if (new.drop_local_broadcast, new.drop_multicast)
+        != (old.drop_local_broadcast, old.drop_multicast)
+    {
+        r.needs_restart
+            .push("tun.drop_local_broadcast/drop_multicast");
+        new.drop_local_broadcast = old.drop_local_broadcast;
+        new.drop_multicast = old.drop_multicast;
+    }
     // Kernel routes and the device stay as started (the daemon reports those keys), so the
     // next-hop table must match them.
     new.unsafe_routes = old.unsafe_routes.clone();

@@ -1,0 +1,269 @@
+//! Which accepted keys meshd does not act on, and the warning that says so. Every key the reader
+//! accepts is either turned into a daemon setting by `daemon::setup` or listed in
+//! [`NOT_SUPPORTED`] with the reason; `daemon::key_coverage` enforces that split, and `-test` and
+//! start-up print one warning per listed key present in the config. Owns only the list and the
+//! presence check; knows nothing about what the other keys mean.
+
+use serde_yaml::Value;
+
+use super::coerce::go_string;
+use super::reader::Warning;
+
+/// One key (or whole section) meshd reads without acting on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsupported {
+    /// Dotted path in reader notation (`tun.unsafe_routes[].via`); a section covers its keys.
+    pub key: &'static str,
+    /// Why, in one clause, for the operator.
+    pub reason: &'static str,
+    /// A scalar value that asks for exactly what meshd does anyway (no warning then).
+    pub harmless: Option<&'static str>,
+}
+
+const fn unsupported(key: &'static str, reason: &'static str) -> Unsupported {
+    Unsupported {
+        key,
+        reason,
+        harmless: None,
+    }
+}
+
+const fn unless(key: &'static str, harmless: &'static str, reason: &'static str) -> Unsupported {
+    Unsupported {
+        key,
+        reason,
+        harmless: Some(harmless),
+    }
+}
+
+/// The keys meshd accepts (so Nebula configs load) but does not honour. Drop an entry when the
+/// daemon starts consuming the key; the coverage test then demands it be consumed.
+pub const NOT_SUPPORTED: &[Unsupported] = &[
+    unless(
+        "routines",
+        "1",
+        "meshd runs one reader/writer pair (multiple routines are not implemented yet)",
+    ),
+    unless(
+        "tun.routines",
+        "1",
+        "meshd runs one reader/writer pair (multiple routines are not implemented yet)",
+    ),
+    unless(
+        "listen.routines",
+        "1",
+        "meshd runs one reader/writer pair (multiple routines are not implemented yet)",
+    ),
+    unsupported(
+        "firewall.conntrack.routine_cache_timeout",
+        "meshd has no per-routine conntrack cache (it runs one routine)",
+    ),
+    unsupported("stats", "meshd exports no metrics yet"),
+    unsupported("sshd", "meshd runs no SSH debug server"),
+    unless(
+        "pki.initiating_version",
+        "1",
+        "meshd speaks only v1 certificates (cert v2 is not implemented)",
+    ),
+    unsupported(
+        "listen.rebind_on_network_change",
+        "meshd keeps its socket bound; only the addresses it reports follow interface changes",
+    ),
+    unsupported("listen.udp_offloads", "UDP GSO/GRO is not implemented"),
+    unsupported("tun.use_offloads", "TUN offloads are not implemented"),
+    unsupported("listen.windows_bypass_wdf", "a Windows-only setting"),
+    unsupported("tun.windows_bypass_wdf", "a Windows-only setting"),
+    unsupported("tun.network_category", "a Windows-only setting"),
+    unsupported("tun.cpu_affinity", "thread pinning is not implemented"),
+    unsupported("tun.pin_threads", "thread pinning is not implemented"),
+    unsupported("tun.pin_threads_key", "thread pinning is not implemented"),
+    unless(
+        "tun.use_system_route_table",
+        "false",
+        "routes from the system route table are not implemented",
+    ),
+    unsupported(
+        "tun.use_system_route_table_buffer_size",
+        "routes from the system route table are not implemented",
+    ),
+    unless(
+        "counters.try_promote",
+        "1000",
+        "meshd uses 1.6.1's fixed 1000 packets between promotion attempts",
+    ),
+    unless(
+        "counters.requery_every_packets",
+        "5000",
+        "meshd uses 1.6.1's fixed 5000 packets between lighthouse re-queries",
+    ),
+    unless(
+        "timers.requery_wait_duration",
+        "1m",
+        "lighthouse re-queries follow the packet counter only, as in 1.6.1",
+    ),
+    unless(
+        "handshakes.trigger_buffer",
+        "64",
+        "meshd starts lighthouse-triggered handshakes at once, without a queue",
+    ),
+    unless(
+        "handshakes.query_buffer",
+        "64",
+        "meshd sends lighthouse queries at once, without a queue",
+    ),
+    unless(
+        "logging.disable_timestamp",
+        "false",
+        "log lines always carry meshd's own timestamp",
+    ),
+    unless(
+        "logging.timestamp_format",
+        "",
+        "log lines always carry meshd's own timestamp format",
+    ),
+    unless(
+        "static_map.cadence",
+        "30s",
+        "static_host_map names are resolved at start-up and on reload only",
+    ),
+    unless(
+        "static_map.network",
+        "ip4",
+        "static_host_map names are resolved to every address family",
+    ),
+    unless(
+        "static_map.lookup_timeout",
+        "250ms",
+        "static_host_map names are resolved without a per-lookup timeout",
+    ),
+    unsupported(
+        "lighthouse.calculated_remotes",
+        "remotes are learnt from static_host_map and the lighthouses only",
+    ),
+    unless(
+        "punchy.target_all_remotes",
+        "false",
+        "punches go to the tunnel's current address only",
+    ),
+    unless(
+        "tunnels.drop_inactive",
+        "false",
+        "idle tunnels are kept until the connection manager finds them dead",
+    ),
+    unless(
+        "tunnels.inactivity_timeout",
+        "10m",
+        "tunnels.drop_inactive is not implemented",
+    ),
+    unless(
+        "listen.so_mark",
+        "0",
+        "SO_MARK is not set on the UDP socket",
+    ),
+    unless(
+        "firewall.default_local_cidr_any",
+        "true",
+        "rules without local_cidr always cover unsafe networks too, as in 1.6.1",
+    ),
+];
+
+/// A warning for every [`NOT_SUPPORTED`] key set in `tree` (a null value counts as unset, as in
+/// Nebula; a harmless value is not reported).
+pub fn report(tree: &Value) -> Vec<Warning> {
+    NOT_SUPPORTED
+        .iter()
+        .filter(|u| present(tree, u))
+        .map(|u| Warning {
+            key: u.key.to_string(),
+            message: format!("not supported by meshd: {}; ignored", u.reason),
+        })
+        .collect()
+}
+
+fn present(tree: &Value, u: &Unsupported) -> bool {
+    let mut found = Vec::new();
+    values_at(tree, u.key, &mut found);
+    found.iter().any(|v| match (u.harmless, go_string(v)) {
+        (Some(h), Some(s)) => !s.eq_ignore_ascii_case(h),
+        _ => true,
+    })
+}
+
+/// Every non-null value at `path`, where `name[]` walks each element of a list.
+fn values_at<'v>(v: &'v Value, path: &str, out: &mut Vec<&'v Value>) {
+    let empty = match v {
+        Value::Mapping(m) => m.is_empty(),
+        Value::Sequence(s) => s.is_empty(),
+        other => other.is_null(),
+    };
+    if empty {
+        return;
+    }
+    let Some(first) = path.split('.').next().filter(|s| !s.is_empty()) else {
+        out.push(v);
+        return;
+    };
+    let rest = path[first.len()..].trim_start_matches('.');
+    let (name, each) = match first.strip_suffix("[]") {
+        Some(n) => (n, true),
+        None => (first, false),
+    };
+    let Value::Mapping(m) = v else { return };
+    let Some(child) = m
+        .iter()
+        .find(|(k, _)| go_string(k).as_deref() == Some(name))
+        .map(|(_, c)| c)
+    else {
+        return;
+    };
+    match (each, child) {
+        (true, Value::Sequence(items)) => items.iter().for_each(|i| values_at(i, rest, out)),
+        (true, _) => {}
+        (false, c) => values_at(c, rest, out),
+    }
+}
+
+/// The entry covering a normalised key path, if any.
+pub fn entry_for(key: &str) -> Option<&'static Unsupported> {
+    NOT_SUPPORTED.iter().find(|u| {
+        key == u.key
+            || key
+                .strip_prefix(u.key)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(yaml: &str) -> Vec<String> {
+        let tree: Value = serde_yaml::from_str(yaml).unwrap();
+        report(&tree).into_iter().map(|w| w.key).collect()
+    }
+
+    #[test]
+    fn set_keys_are_reported_once_harmless_and_null_values_are_not() {
+        assert_eq!(
+            keys("routines: 4\nsshd: {enabled: true, listen: x}"),
+            ["routines", "sshd"]
+        );
+        assert!(keys("routines: 1\nsshd:\ntun: {use_system_route_table: false}").is_empty());
+        assert_eq!(
+            keys("tun: {use_system_route_table: yes}"),
+            ["tun.use_system_route_table"]
+        );
+        assert!(keys("tun: {dev: x}\nlisten: {port: 1}").is_empty());
+    }
+
+    #[test]
+    fn sections_cover_their_keys() {
+        assert_eq!(
+            entry_for("sshd.authorized_users[].user").unwrap().key,
+            "sshd"
+        );
+        assert_eq!(entry_for("stats").unwrap().key, "stats");
+        assert!(entry_for("statsx").is_none());
+        assert!(entry_for("tun.routes[].mtu").is_none());
+    }
+}
