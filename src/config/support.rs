@@ -126,16 +126,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "30s",
         "static_host_map names are resolved at start-up and on reload only",
     ),
-    unless(
-        "static_map.network",
-        "ip4",
-        "static_host_map names are resolved to every address family",
-    ),
-    unless(
-        "static_map.lookup_timeout",
-        "250ms",
-        "static_host_map names are resolved without a per-lookup timeout",
-    ),
     unsupported(
         "lighthouse.calculated_remotes",
         "remotes are learnt from static_host_map and the lighthouses only",

@@ -86,8 +86,15 @@ fn mutation(key: &str, other_pki: &OtherPki) -> Option<(String, String)> {
         "relay.use_relays" => m("relay: {use_relays: false}"),
         "static_host_map" => m("static_host_map: {'10.9.0.1': ['192.0.2.1:4242']}"),
         "static_map.cadence" => m("static_map: {cadence: 7s}"),
-        "static_map.lookup_timeout" => m("static_map: {lookup_timeout: 7s}"),
-        "static_map.network" => m("static_map: {network: ip6}"),
+        "static_map.lookup_timeout" => Some((
+            "static_host_map: {'10.9.0.1': ['localhost:4242']}".into(),
+            // Zero gives up before asking (as a context that has already expired does).
+            "static_map: {lookup_timeout: 0s}".into(),
+        )),
+        "static_map.network" => Some((
+            "static_host_map: {'10.9.0.1': ['localhost:4242']}".into(),
+            "static_map: {network: ip6}".into(),
+        )),
         "timers.connection_alive_interval" => m("timers: {connection_alive_interval: 7}"),
         "timers.pending_deletion_interval" => m("timers: {pending_deletion_interval: 7}"),
         "timers.requery_wait_duration" => m("timers: {requery_wait_duration: 7s}"),

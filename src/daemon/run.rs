@@ -81,6 +81,8 @@ enum Wake {
     Udp(std::io::Result<usize>),
     Tun(std::io::Result<usize>),
     Dns(std::io::Result<(usize, std::net::SocketAddr)>),
+    /// A SIGHUP's configuration finished loading (off the loop: files and DNS may be slow).
+    Loaded(Box<anyhow::Result<Plan>>),
     Timer,
 }
 
@@ -106,6 +108,10 @@ pub struct Daemon {
     fixed: Fixed,
     /// Outcome of the last reload, kept in `STATUS=` until the next one.
     last_reload: Option<String>,
+    /// A reload's `setup::load` running on a blocking thread, so a slow resolver for a
+    /// `static_host_map` name delays only the reload, never the tunnels.
+    /// (A thread per reload rather than tokio's blocking pool: nothing lingers after it.)
+    loading: Option<tokio::sync::oneshot::Receiver<anyhow::Result<Plan>>>,
 }
 
 impl Daemon {
@@ -162,6 +168,7 @@ impl Daemon {
             config_path: None,
             fixed,
             last_reload: None,
+            loading: None,
         })
     }
 
@@ -181,6 +188,7 @@ impl Daemon {
                     }
                 }
                 Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
+                Wake::Loaded(plan) => self.finish_reload(*plan),
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -202,9 +210,11 @@ impl Daemon {
             udp_in,
             tun_in,
             dns,
+            loading,
             ..
         } = self;
         tokio::select! {
+            p = loaded(loading) => Wake::Loaded(Box::new(p)),
             s = signals.recv() => Wake::Signal(s),
             r = udp.recv_batch(udp_in) => Wake::Udp(r),
             r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
@@ -220,12 +230,37 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: all or nothing. A config that fails any check changes nothing; the failure is
-    /// logged and shown in `STATUS=` until the next reload.
+    /// SIGHUP: starts loading the configuration on a blocking thread; the loop keeps moving
+    /// packets meanwhile and applies the result in [`Daemon::finish_reload`]. A SIGHUP while a
+    /// load is running is logged and dropped: that load already reads the current files.
     fn reload(&mut self) {
+        if self.loading.is_some() {
+            info!("SIGHUP received while a reload is still loading; ignored");
+            return;
+        }
         info!("SIGHUP received: reloading the configuration");
         let _ = self.notifier.reloading();
-        let outcome = self.try_reload();
+        let Some(path) = self.config_path.clone() else {
+            self.finish_reload(Err(anyhow::anyhow!("no configuration path to reload from")));
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("meshd-reload".into())
+            .spawn(move || {
+                let _ = tx.send(setup::load(&path, unix_now_secs()));
+            });
+        match spawned {
+            Ok(_) => self.loading = Some(rx),
+            Err(e) => self.finish_reload(Err(e).context("starting the reload thread")),
+        }
+    }
+
+    /// All or nothing: a config that fails any check changes nothing; the failure is logged and
+    /// shown in `STATUS=` until the next reload.
+    fn finish_reload(&mut self, plan: anyhow::Result<Plan>) {
+        self.loading = None;
+        let outcome = plan.and_then(|p| self.try_reload(p));
         let line = match outcome {
             Ok(summary) => {
                 info!("{summary}");
@@ -242,13 +277,8 @@ impl Daemon {
         self.send_status();
     }
 
-    fn try_reload(&mut self) -> anyhow::Result<String> {
-        let path = self
-            .config_path
-            .as_deref()
-            .context("no configuration path to reload from")?;
+    fn try_reload(&mut self, mut plan: Plan) -> anyhow::Result<String> {
         let unix_now = unix_now_secs();
-        let mut plan = setup::load(path, unix_now)?;
         // The socket stays bound where it is (a listen change is reported by `Fixed`), so the
         // node keeps advertising the port actually bound, also for `listen.port: 0`.
         plan.node.listen_port = self.udp.local_addr().port();
@@ -396,6 +426,19 @@ impl Daemon {
         self.tun = None;
         info!("meshd stopped");
         Ok(())
+    }
+}
+
+/// The loading reload's result, or never completes when none is loading.
+async fn loaded(
+    loading: &mut Option<tokio::sync::oneshot::Receiver<anyhow::Result<Plan>>>,
+) -> anyhow::Result<Plan> {
+    match loading {
+        Some(rx) => match rx.await {
+            Ok(plan) => plan,
+            Err(_) => Err(anyhow::anyhow!("the reload thread ended without a result")),
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -4,7 +4,8 @@
 //! operator (anyhow).
 //!
 //! Owns only this mapping. Must not open sockets, devices or routes (that is `run`), and must not
-//! make protocol decisions. The one side effect is DNS resolution of `static_host_map` names.
+//! make protocol decisions. The one side effect is DNS resolution of `static_host_map` names
+//! (bounded by `static_map.lookup_timeout`; the daemon runs reloads off its event loop).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -224,22 +225,104 @@ fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-/// `static_host_map` with DNS names resolved now (IPv4 and IPv6). A name that does not resolve
-/// is a warning, as in Nebula, not a start-up failure.
+/// `static_host_map` with DNS names resolved now: every name at once, each on its own thread,
+/// all given up after `static_map.lookup_timeout`, keeping the `static_map.network` family. A
+/// name that does not resolve in time is a warning, as in Nebula, not a start-up failure.
 fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Vec<SocketAddr>> {
+    let names: Vec<&str> = c
+        .static_host_map
+        .iter()
+        .flat_map(|h| &h.addrs)
+        .filter_map(|hp| match &hp.host {
+            Host::Name(n) => Some(n.as_str()),
+            Host::Ip(_) => None,
+        })
+        .collect();
+    let resolved = resolve_names(&names, c.static_map.lookup_timeout);
     let mut map = BTreeMap::new();
     for host in &c.static_host_map {
         let mut addrs = Vec::new();
         for hp in &host.addrs {
-            match resolve(&hp.host, hp.port) {
-                Ok(found) => addrs.extend(found),
-                Err(e) => warnings.push(format!("static_host_map {}: {e}", host.vpn_ip)),
+            match &hp.host {
+                Host::Ip(ip) => addrs.push(SocketAddr::new(*ip, hp.port)),
+                Host::Name(name) => match resolved.get(name.as_str()) {
+                    Some(Ok(ips)) => {
+                        let kept: Vec<SocketAddr> = ips
+                            .iter()
+                            .filter(|ip| in_network(**ip, c.static_map.network))
+                            .map(|ip| SocketAddr::new(*ip, hp.port))
+                            .collect();
+                        if kept.is_empty() {
+                            warnings.push(format!(
+                                "static_host_map {}: {name} has no address of static_map.network {:?}",
+                                host.vpn_ip, c.static_map.network
+                            ));
+                        }
+                        addrs.extend(kept);
+                    }
+                    Some(Err(e)) => warnings.push(format!("static_host_map {}: {e}", host.vpn_ip)),
+                    None => warnings.push(format!(
+                        "static_host_map {}: cannot resolve {name}: no answer within \
+                         static_map.lookup_timeout ({:?})",
+                        host.vpn_ip, c.static_map.lookup_timeout
+                    )),
+                },
             }
         }
         addrs.dedup();
         map.insert(VpnIp::from(host.vpn_ip), addrs);
     }
     map
+}
+
+fn in_network(ip: std::net::IpAddr, network: config::LookupNetwork) -> bool {
+    match network {
+        config::LookupNetwork::Ip4 => ip.is_ipv4(),
+        config::LookupNetwork::Ip6 => ip.is_ipv6(),
+        config::LookupNetwork::Ip => true,
+    }
+}
+
+/// Resolves every distinct name in parallel, waiting at most `timeout` in all. A name missing
+/// from the result did not answer in time; its thread ends whenever the resolver gives up (the
+/// system resolver cannot be cancelled), holding nothing but its own answer.
+fn resolve_names(
+    names: &[&str],
+    timeout: std::time::Duration,
+) -> BTreeMap<String, Result<Vec<std::net::IpAddr>, String>> {
+    let mut out = BTreeMap::new();
+    if timeout.is_zero() {
+        return out;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut asked = std::collections::BTreeSet::new();
+    for name in names.iter().copied().filter(|n| asked.insert(*n)) {
+        let (tx, owned) = (tx.clone(), name.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("meshd-resolve".into())
+            .spawn(move || {
+                let found = (owned.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
+                    .map_err(|e| format!("cannot resolve {owned}: {e}"));
+                let _ = tx.send((owned, found));
+            });
+        if let Err(e) = spawned {
+            out.insert(name.to_string(), Err(format!("cannot resolve {name}: {e}")));
+        }
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + timeout;
+    while out.len() < asked.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((name, found)) => {
+                out.insert(name, found);
+            }
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 /// `tun.mtu`, `tun.routes` MTUs and `tun.unsafe_routes` for the node's next-hop lookup.
