@@ -274,3 +274,41 @@ fn port_restricted_on_a_lossy_reordering_link() {
         assert_eq!(messages_to(&sim, 0), 0);
     }
 }
+
+/// `counters.requery_every_packets`: with a small value a client re-queries the lighthouse every
+/// few packets to an established peer; with 1.6.1's fixed 5000 thirty packets cause none.
+#[test]
+fn counters_requery_every_packets_sets_the_requery_cadence() {
+    let lighthouse_messages = |requery: u32, promote: u32| {
+        let mut sim = Sim::new(81, Cipher::AesGcm);
+        sim.full_mesh = false;
+        sim.add_node_with(1, lighthouse);
+        sim.add_node_with(2, |c| {
+            client(&[1])(c);
+            c.requery_every_packets = requery;
+            c.try_promote_every = promote;
+        });
+        sim.add_node_with(3, client(&[1]));
+        assert!(sim.ping_ok(1, 2, 1, 10 * S), "no tunnel 2->3");
+        let lh = sim.nodes[0].addr;
+        let before = sim.delivered.len();
+        for seq in 0..30 {
+            sim.ping(1, 2, 100 + seq);
+            sim.run_for(Duration::from_millis(10));
+        }
+        sim.delivered[before..]
+            .iter()
+            .filter(|(_, to, b)| *to == lh && kind(b).map(|k| k.0) == Some(MessageType::LightHouse))
+            .count()
+    };
+    let default = lighthouse_messages(5000, 1000);
+    let often = lighthouse_messages(3, 1000);
+    assert!(
+        default <= 1,
+        "{default} lighthouse messages at 1.6.1's cadence"
+    );
+    assert!(
+        often >= 9,
+        "only {often} lighthouse messages with requery_every_packets 3"
+    );
+}

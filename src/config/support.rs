@@ -87,16 +87,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "routes from the system route table are not implemented",
     ),
     unless(
-        "counters.try_promote",
-        "1000",
-        "meshd uses 1.6.1's fixed 1000 packets between promotion attempts",
-    ),
-    unless(
-        "counters.requery_every_packets",
-        "5000",
-        "meshd uses 1.6.1's fixed 5000 packets between lighthouse re-queries",
-    ),
-    unless(
         "timers.requery_wait_duration",
         "1m",
         "lighthouse re-queries follow the packet counter only, as in 1.6.1",

@@ -164,6 +164,8 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
         drop_local_broadcast: c.tun.drop_local_broadcast,
         drop_multicast: c.tun.drop_multicast,
+        try_promote_every: c.counters.try_promote,
+        requery_every_packets: c.counters.requery_every_packets,
         ..NodeConfig::default()
     }
 }

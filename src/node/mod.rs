@@ -160,6 +160,12 @@ pub struct NodeConfig {
     /// `tun.drop_multicast` (default false): drop multicast. Otherwise it is routed like any
     /// address outside the VPN network (an unsafe route, or no route).
     pub drop_multicast: bool,
+    /// `counters.try_promote` (1.6.1: fixed 1000): outbound packets between path-promotion
+    /// probes.
+    pub try_promote_every: u32,
+    /// `counters.requery_every_packets` (1.6.1: fixed 5000): outbound packets between
+    /// lighthouse re-queries for an established peer.
+    pub requery_every_packets: u32,
 }
 
 impl Default for NodeConfig {
@@ -202,6 +208,8 @@ impl Default for NodeConfig {
             route_mtus: Vec::new(),
             drop_local_broadcast: false,
             drop_multicast: false,
+            try_promote_every: 1000,
+            requery_every_packets: 5000,
         }
     }
 }
