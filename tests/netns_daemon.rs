@@ -225,6 +225,7 @@ fn udp_socket_binds_inside_a_namespace() {
                 read_buffer: 0,
                 write_buffer: 0,
                 reuse_port: false,
+                so_mark: 0,
             };
             let sock = UdpSocket::bind(&s).expect("bind inside the namespace");
             let port = sock.local_addr().port();

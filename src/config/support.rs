@@ -136,11 +136,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "tunnels.drop_inactive is not implemented",
     ),
     unless(
-        "listen.so_mark",
-        "0",
-        "SO_MARK is not set on the UDP socket",
-    ),
-    unless(
         "firewall.default_local_cidr_any",
         "true",
         "rules without local_cidr always cover unsafe networks too, as in 1.6.1",

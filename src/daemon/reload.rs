@@ -46,7 +46,7 @@ impl Fixed {
             keys.push("listen.host/port");
         }
         if new.udp != self.udp && (new.udp.host, new.udp.port) == (self.udp.host, self.udp.port) {
-            keys.push("listen buffers");
+            keys.push("listen buffers/so_mark");
         }
         if new.batch != self.batch {
             keys.push("listen.batch");

@@ -404,6 +404,7 @@ fn udp_settings(c: &Config) -> UdpSettings {
         read_buffer: c.listen.read_buffer as usize,
         write_buffer: c.listen.write_buffer as usize,
         reuse_port: false,
+        so_mark: c.listen.so_mark,
     }
 }
 

@@ -31,6 +31,9 @@ pub struct UdpSettings {
     pub write_buffer: usize,
     /// Set SO_REUSEPORT so several sockets (`routines` > 1) can share the port.
     pub reuse_port: bool,
+    /// `listen.so_mark` (since Nebula 1.10.0): SO_MARK on every datagram sent, for policy
+    /// routing; 0 leaves it unset.
+    pub so_mark: u32,
 }
 
 /// The bound, non-blocking outside socket.
@@ -56,6 +59,11 @@ impl UdpSocket {
             set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0).context("IPV6_V6ONLY")?;
         }
         apply_buffers(fd, settings.read_buffer, settings.write_buffer)?;
+        if settings.so_mark != 0 {
+            // The option takes the mark's bits as a C int.
+            set_int_opt(fd, libc::SOL_SOCKET, libc::SO_MARK, settings.so_mark as i32)
+                .context("SO_MARK (listen.so_mark needs CAP_NET_ADMIN)")?;
+        }
         bind_fd(fd, &bind_addr).with_context(|| format!("binding UDP socket to {bind_addr}"))?;
         let std_sock = std::net::UdpSocket::from(sock);
         let local = std_sock.local_addr().context("reading bound UDP address")?;
@@ -252,6 +260,7 @@ mod tests {
             read_buffer: 0,
             write_buffer: 0,
             reuse_port: false,
+            so_mark: 0,
         }
     }
 
