@@ -102,16 +102,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "meshd sends lighthouse queries at once, without a queue",
     ),
     unless(
-        "logging.disable_timestamp",
-        "false",
-        "log lines always carry meshd's own timestamp",
-    ),
-    unless(
-        "logging.timestamp_format",
-        "",
-        "log lines always carry meshd's own timestamp format",
-    ),
-    unless(
         "static_map.cadence",
         "30s",
         "static_host_map names are resolved at start-up and on reload only",

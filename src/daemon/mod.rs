@@ -10,6 +10,7 @@ pub mod entropy;
 mod key_coverage;
 pub mod local_addrs;
 pub mod logging;
+pub mod logtime;
 pub mod notify;
 pub mod reload;
 pub mod routes;

@@ -143,6 +143,7 @@ pub fn apply(
     );
     // Only fails if the subscriber is gone, in which case there is nothing to log to anyway.
     log.apply(plan.log_level, plan.log_format)?;
+    log.set_time(plan.log_time)?;
     Ok(Summary {
         node: reloaded,
         restart_keys,

@@ -52,7 +52,7 @@ pub fn main(config: &Path) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async {
         let plan = setup::load(config, unix_now_secs())?;
-        let log = logging::init(plan.log_level, plan.log_format)?;
+        let log = logging::init(plan.log_level, plan.log_format, plan.log_time.clone())?;
         let mut daemon = Daemon::start(plan, log)?;
         daemon.config_path = Some(config.to_path_buf());
         daemon.run().await

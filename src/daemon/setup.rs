@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::logging::{Format, Level};
+use super::logging::{Format, Level, TimeStyle};
 use super::routes::{self, RoutePlan, RouteSpec};
 use super::tun::TunSettings;
 use super::udp::UdpSettings;
@@ -40,6 +40,8 @@ pub struct Plan {
     pub local: LocalIdentity,
     pub log_level: Level,
     pub log_format: Format,
+    /// `logging.disable_timestamp` / `logging.timestamp_format`.
+    pub log_time: TimeStyle,
     /// Non-fatal findings (config warnings, unresolvable static hosts) to log once logging is up.
     pub warnings: Vec<String>,
     /// `local_allow_list.interfaces` rules, applied by `local_addrs` before the node sees them.
@@ -106,6 +108,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             LogFormat::Text => Format::Text,
             LogFormat::Json => Format::Json,
         },
+        log_time: log_time(c),
         warnings,
         local_interfaces: c
             .lighthouse
@@ -420,6 +423,17 @@ fn firewall_config(c: &Config) -> FirewallConfig {
             default: c.firewall.conntrack.default_timeout,
         },
         conntrack_capacity: c.firewall.conntrack.max_connections,
+    }
+}
+
+/// logrus: `disable_timestamp` wins; an empty layout keeps the default timestamp.
+fn log_time(c: &Config) -> TimeStyle {
+    if c.logging.disable_timestamp {
+        TimeStyle::Off
+    } else if c.logging.timestamp_format.is_empty() {
+        TimeStyle::Default
+    } else {
+        TimeStyle::Layout(super::logtime::GoLayout::parse(&c.logging.timestamp_format))
     }
 }
 
