@@ -195,6 +195,7 @@ mod tests {
             issuer: issuer.fingerprint().to_string(),
             issuer_name: issuer.name().to_string(),
             not_after,
+            cert: None,
         }
     }
 

@@ -335,6 +335,7 @@ mod tests {
                 issuer: String::new(),
                 issuer_name: String::new(),
                 not_after: i64::MAX,
+                cert: None,
             },
             handshake_time: 1,
             stage1: stage1.to_vec(),
