@@ -101,11 +101,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "64",
         "meshd sends lighthouse queries at once, without a queue",
     ),
-    unless(
-        "static_map.cadence",
-        "30s",
-        "static_host_map names are resolved at start-up and on reload only",
-    ),
     unsupported(
         "lighthouse.calculated_remotes",
         "remotes are learnt from static_host_map and the lighthouses only",

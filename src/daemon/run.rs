@@ -83,8 +83,16 @@ enum Wake {
     Dns(std::io::Result<(usize, std::net::SocketAddr)>),
     /// A SIGHUP's configuration finished loading (off the loop: files and DNS may be slow).
     Loaded(Box<anyhow::Result<Plan>>),
+    /// A `static_map.cadence` re-resolution finished (generation, addresses, warnings).
+    Resolved(Resolution),
     Timer,
 }
+
+type Resolution = (u64, StaticMap, Vec<String>);
+type StaticMap = std::collections::BTreeMap<crate::node::VpnIp, Vec<std::net::SocketAddr>>;
+
+/// Shortest `static_map.cadence` honoured, so a zero cannot spin the loop.
+const MIN_CADENCE: Duration = Duration::from_secs(1);
 
 /// The running daemon: the node plus every OS resource it is driven by.
 pub struct Daemon {
@@ -112,6 +120,12 @@ pub struct Daemon {
     /// `static_host_map` name delays only the reload, never the tunnels.
     /// (A thread per reload rather than tokio's blocking pool: nothing lingers after it.)
     loading: Option<tokio::sync::oneshot::Receiver<anyhow::Result<Plan>>>,
+    /// `static_host_map` names and `static_map.*`, re-resolved every cadence on a thread.
+    static_resolve: setup::StaticResolve,
+    next_resolve: Instant,
+    resolving: Option<tokio::sync::oneshot::Receiver<Resolution>>,
+    /// Bumped by each reload, so a resolution started under the old map is dropped.
+    resolve_gen: u64,
 }
 
 impl Daemon {
@@ -135,6 +149,7 @@ impl Daemon {
         let signals = Signals::new().context("installing signal handlers")?;
         let now = Instant::now();
         let (batch, local_interfaces) = (plan.batch, std::mem::take(&mut plan.local_interfaces));
+        let static_resolve = plan.static_resolve.clone();
         let mut node = build_node(plan, now, unix_now_nanos())?;
         let mut local_addrs = LocalAddrs::new(local_interfaces);
         local_addrs.refresh(&mut node, now);
@@ -169,6 +184,10 @@ impl Daemon {
             fixed,
             last_reload: None,
             loading: None,
+            next_resolve: now + static_resolve.cadence.max(MIN_CADENCE),
+            static_resolve,
+            resolving: None,
+            resolve_gen: 0,
         })
     }
 
@@ -189,6 +208,7 @@ impl Daemon {
                 }
                 Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
                 Wake::Loaded(plan) => self.finish_reload(*plan),
+                Wake::Resolved(r) => self.on_resolved(r),
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -198,11 +218,14 @@ impl Daemon {
     /// Sleeps until a batch, a signal or the next deadline. Every branch is cancel-safe.
     async fn wait(&mut self) -> Wake {
         let now = Instant::now();
-        let deadline = self
+        let mut deadline = self
             .node
             .poll_timeout()
             .unwrap_or(now + MAX_SLEEP)
             .min(self.next_sweep);
+        if self.static_resolve.has_names() {
+            deadline = deadline.min(self.next_resolve);
+        }
         let Daemon {
             udp,
             tun,
@@ -211,10 +234,12 @@ impl Daemon {
             tun_in,
             dns,
             loading,
+            resolving,
             ..
         } = self;
         tokio::select! {
             p = loaded(loading) => Wake::Loaded(Box::new(p)),
+            r = resolved(resolving) => Wake::Resolved(r),
             s = signals.recv() => Wake::Signal(s),
             r = udp.recv_batch(udp_in) => Wake::Udp(r),
             r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
@@ -279,6 +304,7 @@ impl Daemon {
 
     fn try_reload(&mut self, mut plan: Plan) -> anyhow::Result<String> {
         let unix_now = unix_now_secs();
+        let static_resolve = plan.static_resolve.clone();
         // The socket stays bound where it is (a listen change is reported by `Fixed`), so the
         // node keeps advertising the port actually bound, also for `listen.port: 0`.
         plan.node.listen_port = self.udp.local_addr().port();
@@ -296,6 +322,11 @@ impl Daemon {
         for ip in &summary.node.disconnected {
             info!(vpn_ip = %ip, "peer no longer accepted by the new pki: tunnel closed");
         }
+        // The reload resolved the new map just now; re-resolution restarts from it.
+        self.resolve_gen += 1;
+        self.resolving = None;
+        self.next_resolve = Instant::now() + static_resolve.cadence.max(MIN_CADENCE);
+        self.static_resolve = static_resolve;
         Ok(summary.describe())
     }
 
@@ -359,9 +390,47 @@ impl Daemon {
         }
     }
 
+    /// `static_map.cadence`: resolves the names again on a thread of its own (a slow resolver
+    /// never holds up the loop); the answer arrives as [`Wake::Resolved`].
+    fn start_resolve(&mut self, now: Instant) {
+        self.next_resolve = now + self.static_resolve.cadence.max(MIN_CADENCE);
+        if self.resolving.is_some() || !self.static_resolve.has_names() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (spec, generation) = (self.static_resolve.clone(), self.resolve_gen);
+        let spawned = std::thread::Builder::new()
+            .name("meshd-static-map".into())
+            .spawn(move || {
+                let mut warnings = Vec::new();
+                let map = setup::resolve_static(&spec, &mut warnings);
+                let _ = tx.send((generation, map, warnings));
+            });
+        match spawned {
+            Ok(_) => self.resolving = Some(rx),
+            Err(e) => warn!(error = %e, "cannot start static_host_map re-resolution"),
+        }
+    }
+
+    fn on_resolved(&mut self, (generation, map, warnings): Resolution) {
+        self.resolving = None;
+        if generation != self.resolve_gen {
+            return;
+        }
+        for w in &warnings {
+            debug!("{w}");
+        }
+        if self.node.set_static_host_map(map) {
+            info!("static_host_map names resolved to new addresses");
+        }
+    }
+
     fn on_timer(&mut self) {
         let now = Instant::now();
         self.node.handle_timeout(now);
+        if self.static_resolve.has_names() && now >= self.next_resolve {
+            self.start_resolve(now);
+        }
         if now >= self.next_sweep {
             self.node.expire_filter(now);
             if let Some(drops) = self.node.filter_mut().drop_report() {
@@ -437,6 +506,20 @@ async fn loaded(
         Some(rx) => match rx.await {
             Ok(plan) => plan,
             Err(_) => Err(anyhow::anyhow!("the reload thread ended without a result")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A finished re-resolution, or never completes when none is running.
+async fn resolved(
+    resolving: &mut Option<tokio::sync::oneshot::Receiver<Resolution>>,
+) -> Resolution {
+    match resolving {
+        Some(rx) => match rx.await {
+            Ok(r) => r,
+            // The thread died without answering: an out-of-date generation is ignored.
+            Err(_) => (u64::MAX, StaticMap::new(), Vec::new()),
         },
         None => std::future::pending().await,
     }

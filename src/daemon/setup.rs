@@ -48,6 +48,8 @@ pub struct Plan {
     pub local_interfaces: Vec<(regex::Regex, bool)>,
     /// Where to serve `lighthouse.serve_dns` (only when also `am_lighthouse`).
     pub dns: Option<DnsListen>,
+    /// `static_host_map` names to re-resolve every `static_map.cadence`.
+    pub static_resolve: StaticResolve,
 }
 
 /// `lighthouse.dns.host` / `port`; an empty host means every address.
@@ -120,6 +122,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             host: c.lighthouse.dns.host.clone(),
             port: c.lighthouse.dns.port,
         }),
+        static_resolve: static_resolve(c),
     })
 }
 
@@ -131,7 +134,7 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         },
         handshake_try_interval: c.handshakes.try_interval,
         handshake_retries: c.handshakes.retries,
-        static_host_map: static_host_map(c, warnings),
+        static_host_map: resolve_static(&static_resolve(c), warnings),
         send_recv_error: recv_error_mode(c.listen.send_recv_error),
         accept_recv_error: recv_error_mode(c.listen.accept_recv_error),
         tun_disabled: c.tun.disabled,
@@ -202,6 +205,35 @@ fn advertise_addrs(c: &Config, warnings: &mut Vec<String>) -> Vec<SocketAddr> {
     out
 }
 
+/// What re-resolving `static_host_map` needs (`static_map.*`); the daemon repeats it every
+/// `cadence` off its event loop when any entry is a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticResolve {
+    pub hosts: Vec<config::StaticHost>,
+    pub network: config::LookupNetwork,
+    pub lookup_timeout: std::time::Duration,
+    pub cadence: std::time::Duration,
+}
+
+impl StaticResolve {
+    /// Whether any entry is a DNS name (only then is there anything to re-resolve).
+    pub fn has_names(&self) -> bool {
+        self.hosts
+            .iter()
+            .flat_map(|h| &h.addrs)
+            .any(|hp| matches!(hp.host, Host::Name(_)))
+    }
+}
+
+fn static_resolve(c: &Config) -> StaticResolve {
+    StaticResolve {
+        hosts: c.static_host_map.clone(),
+        network: c.static_map.network,
+        lookup_timeout: c.static_map.lookup_timeout,
+        cadence: c.static_map.cadence,
+    }
+}
+
 /// `lighthouse.remote_allow_ranges`: only IPv4 VPN ranges can match a VPN IP in 1.6.1.
 fn remote_allow_ranges(
     c: &Config,
@@ -233,9 +265,12 @@ fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
 /// `static_host_map` with DNS names resolved now: every name at once, each on its own thread,
 /// all given up after `static_map.lookup_timeout`, keeping the `static_map.network` family. A
 /// name that does not resolve in time is a warning, as in Nebula, not a start-up failure.
-fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Vec<SocketAddr>> {
-    let names: Vec<&str> = c
-        .static_host_map
+pub fn resolve_static(
+    s: &StaticResolve,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<VpnIp, Vec<SocketAddr>> {
+    let names: Vec<&str> = s
+        .hosts
         .iter()
         .flat_map(|h| &h.addrs)
         .filter_map(|hp| match &hp.host {
@@ -243,9 +278,9 @@ fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Ve
             Host::Ip(_) => None,
         })
         .collect();
-    let resolved = resolve_names(&names, c.static_map.lookup_timeout);
+    let resolved = resolve_names(&names, s.lookup_timeout);
     let mut map = BTreeMap::new();
-    for host in &c.static_host_map {
+    for host in &s.hosts {
         let mut addrs = Vec::new();
         for hp in &host.addrs {
             match &hp.host {
@@ -254,13 +289,13 @@ fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Ve
                     Some(Ok(ips)) => {
                         let kept: Vec<SocketAddr> = ips
                             .iter()
-                            .filter(|ip| in_network(**ip, c.static_map.network))
+                            .filter(|ip| in_network(**ip, s.network))
                             .map(|ip| SocketAddr::new(*ip, hp.port))
                             .collect();
                         if kept.is_empty() {
                             warnings.push(format!(
                                 "static_host_map {}: {name} has no address of static_map.network {:?}",
-                                host.vpn_ip, c.static_map.network
+                                host.vpn_ip, s.network
                             ));
                         }
                         addrs.extend(kept);
@@ -269,7 +304,7 @@ fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Ve
                     None => warnings.push(format!(
                         "static_host_map {}: cannot resolve {name}: no answer within \
                          static_map.lookup_timeout ({:?})",
-                        host.vpn_ip, c.static_map.lookup_timeout
+                        host.vpn_ip, s.lookup_timeout
                     )),
                 },
             }

@@ -34,6 +34,23 @@ pub struct ReloadInput {
 }
 
 impl Node {
+    /// `static_map.cadence`: the driver re-resolved the `static_host_map` names; the new
+    /// addresses replace the old as a reload of that map alone would. True if anything changed.
+    pub fn set_static_host_map(
+        &mut self,
+        map: std::collections::BTreeMap<VpnIp, Vec<std::net::SocketAddr>>,
+    ) -> bool {
+        if map == self.config.static_host_map {
+            return false;
+        }
+        let mut cfg = self.config.clone();
+        cfg.static_host_map = map;
+        let mut r = Reloaded::default();
+        self.reload_static_hosts(&cfg, &mut r);
+        self.config.static_host_map = cfg.static_host_map;
+        true
+    }
+
     /// Applies a reload. Tunnels survive unless our certificate changed (all re-handshake) or
     /// the peer is no longer accepted.
     pub fn apply_config(&mut self, now: Instant, new: ReloadInput) -> Reloaded {
