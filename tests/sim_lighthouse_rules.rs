@@ -333,6 +333,43 @@ fn punch_and_respond_timing() {
     assert!(queries >= 1);
 }
 
+/// `punchy.target_all_remotes`: on (meshd's default, 1.6.1's only behaviour) keepalive punches
+/// reach every known address of a host with a tunnel; off, only the tunnel's current remote.
+#[test]
+fn target_all_remotes_picks_the_keepalive_targets() {
+    let extra = sa("192.0.2.200:4242");
+    let punched = |all: bool| {
+        let mut sim = network(8, 2, |c| {
+            c.punch = true;
+            c.punch_target_all_remotes = all;
+            c.static_host_map
+                .get_mut(&vpn(3))
+                .expect("node 3 is in the map")
+                .push(extra);
+        });
+        assert!(
+            sim.ping_ok(1, 2, 1, 5 * S),
+            "no tunnel 10.0.0.2 -> 10.0.0.3"
+        );
+        let log = record(&mut sim);
+        sim.run_for(21 * S);
+        let from = sim.nodes[1].addr;
+        let to_real = sim.nodes[2].addr;
+        let ones = |to: SocketAddr| {
+            log.borrow()
+                .iter()
+                .filter(|(_, f, t, b)| *f == from && *t == to && b.as_slice() == [1])
+                .count()
+        };
+        (ones(to_real), ones(extra))
+    };
+    let (real, other) = punched(true);
+    assert!(real >= 2 && other >= 2, "all remotes: {real} / {other}");
+    let (real, other) = punched(false);
+    assert!(real >= 2, "the current remote is still punched: {real}");
+    assert_eq!(other, 0, "an address the tunnel does not use was punched");
+}
+
 #[test]
 fn keepalive_punches_every_ten_seconds() {
     let mut sim = network(8, 1, |c| c.punch = true);

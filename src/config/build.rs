@@ -306,7 +306,8 @@ fn punchy(r: &mut Reader<'_>) -> Punchy {
         } else {
             d::PUNCHY_RESPOND_DELAY
         },
-        target_all_remotes: nested && r.bool("punchy.target_all_remotes", false),
+        // Unset keeps 1.6.1's behaviour (every address); newer releases default to false.
+        target_all_remotes: !nested || r.bool("punchy.target_all_remotes", true),
     }
 }
 

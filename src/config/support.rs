@@ -106,11 +106,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "remotes are learnt from static_host_map and the lighthouses only",
     ),
     unless(
-        "punchy.target_all_remotes",
-        "false",
-        "punches go to the tunnel's current address only",
-    ),
-    unless(
         "tunnels.drop_inactive",
         "false",
         "idle tunnels are kept until the connection manager finds them dead",

@@ -80,7 +80,7 @@ fn mutation(key: &str, other_pki: &OtherPki) -> Option<(String, String)> {
         "punchy.respond" => m("punchy: {respond: true}"),
         "punchy.delay" => m("punchy: {delay: 7s}"),
         "punchy.respond_delay" => m("punchy: {respond_delay: 7s}"),
-        "punchy.target_all_remotes" => m("punchy: {target_all_remotes: true}"),
+        "punchy.target_all_remotes" => m("punchy: {target_all_remotes: false}"),
         "relay.am_relay" => m("relay: {am_relay: true}"),
         "relay.relays" => m("relay: {relays: [10.9.0.7]}"),
         "relay.use_relays" => m("relay: {use_relays: false}"),

@@ -172,6 +172,7 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         drop_multicast: c.tun.drop_multicast,
         try_promote_every: c.counters.try_promote,
         requery_every_packets: c.counters.requery_every_packets,
+        punch_target_all_remotes: c.punchy.target_all_remotes,
         ..NodeConfig::default()
     }
 }

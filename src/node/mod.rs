@@ -166,6 +166,9 @@ pub struct NodeConfig {
     /// `counters.requery_every_packets` (1.6.1: fixed 5000): outbound packets between
     /// lighthouse re-queries for an established peer.
     pub requery_every_packets: u32,
+    /// `punchy.target_all_remotes`: keepalive punches go to every known address of a host (as
+    /// 1.6.1 always does, meshd's default) or, when false, only to its tunnel's current remote.
+    pub punch_target_all_remotes: bool,
 }
 
 impl Default for NodeConfig {
@@ -210,6 +213,7 @@ impl Default for NodeConfig {
             drop_multicast: false,
             try_promote_every: 1000,
             requery_every_packets: 5000,
+            punch_target_all_remotes: true,
         }
     }
 }
