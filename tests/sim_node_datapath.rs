@@ -433,3 +433,37 @@ fn drop_local_broadcast_and_multicast_keys() {
         .pending(VpnIp::from(bcast))
         .is_none());
 }
+
+/// `tunnels.drop_inactive` / `inactivity_timeout`: a tunnel idle for the timeout is closed (the
+/// peer told with closeTunnel); traffic keeps it; with the key off an idle tunnel stays.
+#[test]
+fn drop_inactive_closes_idle_tunnels_only() {
+    let idle = |drop: bool, ping_every: Option<Duration>| {
+        let mut sim = Sim::new(20, Cipher::AesGcm);
+        sim.add_node_with(1, |c| {
+            c.drop_inactive = drop;
+            c.inactivity_timeout = 30 * S;
+        });
+        sim.add_node(2);
+        assert!(sim.ping_ok(0, 1, 1, 5 * S));
+        for seq in 2..62u16 {
+            if let Some(every) = ping_every {
+                if seq % (every.as_secs() as u16) == 0 {
+                    sim.ping(0, 1, seq);
+                }
+            }
+            sim.run_for(S);
+        }
+        (
+            sim.host(0, 1).is_some(),
+            sim.host(1, 0).is_some(),
+            closed(&sim, 1, CloseReason::PeerClosed),
+        )
+    };
+    let (a, b, told) = idle(true, None);
+    assert!(!a && !b && told, "idle tunnel kept: {a} {b} {told}");
+    let (a, b, _) = idle(true, Some(5 * S));
+    assert!(a && b, "a tunnel with traffic every 5 s was dropped");
+    let (a, b, _) = idle(false, None);
+    assert!(a && b, "tunnels.drop_inactive off dropped an idle tunnel");
+}

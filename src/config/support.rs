@@ -106,16 +106,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "remotes are learnt from static_host_map and the lighthouses only",
     ),
     unless(
-        "tunnels.drop_inactive",
-        "false",
-        "idle tunnels are kept until the connection manager finds them dead",
-    ),
-    unless(
-        "tunnels.inactivity_timeout",
-        "10m",
-        "tunnels.drop_inactive is not implemented",
-    ),
-    unless(
         "firewall.default_local_cidr_any",
         "true",
         "rules without local_cidr always cover unsafe networks too, as in 1.6.1",

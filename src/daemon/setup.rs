@@ -173,6 +173,8 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         try_promote_every: c.counters.try_promote,
         requery_every_packets: c.counters.requery_every_packets,
         punch_target_all_remotes: c.punchy.target_all_remotes,
+        drop_inactive: c.tunnels.drop_inactive,
+        inactivity_timeout: c.tunnels.inactivity_timeout,
         ..NodeConfig::default()
     }
 }

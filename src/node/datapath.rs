@@ -248,6 +248,7 @@ impl Node {
         let Some(host) = self.hostmap.host_mut(vpn_ip) else {
             return;
         };
+        host.liveness.used = true;
         if !host.liveness.out_tracked {
             host.liveness.out_tracked = true;
             host.liveness.check_at = Some(now + alive);
@@ -544,6 +545,7 @@ impl Node {
     pub(super) fn mark_in(&mut self, vpn_ip: VpnIp) {
         if let Some(h) = self.hostmap.host_mut(vpn_ip) {
             h.liveness.saw_in = true;
+            h.liveness.used = true;
         }
     }
 }

@@ -27,6 +27,21 @@ pub struct Liveness {
     pub check_at: Option<Instant>,
     /// A TestRequest went out; delete the tunnel at this time unless traffic arrives.
     pub delete_at: Option<Instant>,
+    /// Traffic either way since the last inactivity sweep (`tunnels.drop_inactive`).
+    pub used: bool,
+    /// When a sweep last saw the tunnel used (or first saw it).
+    pub last_used: Option<Instant>,
+}
+
+impl Liveness {
+    /// A fresh connection-manager cycle; the inactivity marks carry over.
+    pub fn reset(&mut self) {
+        *self = Liveness {
+            used: self.used,
+            last_used: self.last_used,
+            ..Liveness::default()
+        };
+    }
 }
 
 /// One established tunnel.

@@ -25,6 +25,7 @@ pub mod dns;
 pub mod filter;
 mod handshake;
 mod hostmap;
+mod inactivity;
 pub mod ipv4;
 mod lighthouse;
 mod punchy;
@@ -169,6 +170,10 @@ pub struct NodeConfig {
     /// `punchy.target_all_remotes`: keepalive punches go to every known address of a host (as
     /// 1.6.1 always does, meshd's default) or, when false, only to its tunnel's current remote.
     pub punch_target_all_remotes: bool,
+    /// `tunnels.drop_inactive` (Nebula 1.10+, default false): close tunnels idle for
+    /// `inactivity_timeout` (default 10 min).
+    pub drop_inactive: bool,
+    pub inactivity_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -214,6 +219,8 @@ impl Default for NodeConfig {
             try_promote_every: 1000,
             requery_every_packets: 5000,
             punch_target_all_remotes: true,
+            drop_inactive: false,
+            inactivity_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -405,6 +412,8 @@ pub struct Node {
     relays: relay_table::RelayTable,
     /// Set while an inner packet that arrived through a relay is processed.
     relay_ctx: Option<relay::RelayCtx>,
+    /// Next `tunnels.drop_inactive` sweep (`None` when off).
+    inactivity_at: Option<Instant>,
 }
 
 impl Node {
@@ -432,7 +441,7 @@ impl Node {
             })
             .collect();
         let lh = lighthouse::LighthouseState::new(&config, now);
-        Node {
+        let mut node = Node {
             lh,
             config,
             identity,
@@ -450,7 +459,10 @@ impl Node {
             drops: DropCounters::default(),
             relays: relay_table::RelayTable::default(),
             relay_ctx: None,
-        }
+            inactivity_at: None,
+        };
+        node.arm_inactivity(now);
+        node
     }
 
     /// Installs the firewall.
@@ -515,10 +527,10 @@ impl Node {
             }
             self.timers.pop();
         }
-        match (next, self.lh.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [next, self.lh.next_deadline(), self.inactivity_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs due handshake retries and connection-manager checks.
@@ -539,6 +551,7 @@ impl Node {
             self.candidate_timer(now, ip);
         }
         self.lighthouse_timers(now);
+        self.inactivity_timer(now);
     }
 
     /// Is `at` still a deadline of `ip` (the heap keeps superseded entries until they surface)?

@@ -83,7 +83,14 @@ impl Node {
                 r.changed.push(key);
             }
         }
+        if (cfg.drop_inactive, cfg.inactivity_timeout)
+            != (self.config.drop_inactive, self.config.inactivity_timeout)
+        {
+            r.changed.push("tunnels");
+        }
         self.config = cfg;
+        self.inactivity_at = None;
+        self.arm_inactivity(now);
         self.verifier = new.verifier;
         self.reload_identity(now, new.identity, &mut r);
         self.drop_unaccepted(now, new.accepts.as_ref(), &mut r);
