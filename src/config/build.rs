@@ -307,7 +307,8 @@ fn punchy(r: &mut Reader<'_>) -> Punchy {
             d::PUNCHY_RESPOND_DELAY
         },
         // Unset keeps 1.6.1's behaviour (every address); newer releases default to false.
-        target_all_remotes: !nested || r.bool("punchy.target_all_remotes", true),
+        target_all_remotes: !nested
+            || r.bool("punchy.target_all_remotes", d::PUNCHY_TARGET_ALL_REMOTES),
     }
 }
 

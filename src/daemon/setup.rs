@@ -598,6 +598,23 @@ pub(crate) mod tests {
         assert!(!plan.local.handles(Ipv4Addr::new(10, 9, 0, 6)));
     }
 
+    /// One place for defaults: the node settings setup derives from a config that sets nothing
+    /// equal `NodeConfig::default()` (which takes its values from `config::defaults`), so the
+    /// sims and the daemon run with the same defaults.
+    #[test]
+    fn empty_config_gives_the_node_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, pki_for(dir.path())).unwrap();
+        let mut plan = load(&cfg, now()).unwrap();
+        // The port the socket is bound to replaces this at start-up either way.
+        plan.node.listen_port = NodeConfig::default().listen_port;
+        assert_eq!(
+            format!("{:#?}", plan.node),
+            format!("{:#?}", NodeConfig::default())
+        );
+    }
+
     #[test]
     fn disabled_tun_and_bad_config_are_reported() {
         let dir = tempfile::tempdir().unwrap();

@@ -176,26 +176,32 @@ pub struct NodeConfig {
     pub inactivity_timeout: Duration,
 }
 
+/// The node's settings when the config sets nothing: every value that comes from a config key
+/// is taken from `config::defaults`, the one place defaults live (a setup test checks that a
+/// plan built from an empty config equals this). Only the table bounds and the packet queue,
+/// which no key sets, are defined here.
 impl Default for NodeConfig {
     fn default() -> Self {
+        use crate::config::defaults as d;
+        let secs = |n: i64| Duration::from_secs(n.unsigned_abs());
         NodeConfig {
             cipher: Cipher::AesGcm,
-            handshake_try_interval: Duration::from_millis(100),
-            handshake_retries: 10,
+            handshake_try_interval: d::HANDSHAKE_TRY_INTERVAL,
+            handshake_retries: d::HANDSHAKE_RETRIES as u32,
             handshake_queue_len: 100,
             static_host_map: BTreeMap::new(),
             send_recv_error: SendRecvError::Always,
             accept_recv_error: SendRecvError::Always,
             tun_disabled: false,
-            connection_alive_interval: Duration::from_secs(5),
-            pending_deletion_interval: Duration::from_secs(10),
+            connection_alive_interval: secs(d::CONNECTION_ALIVE_INTERVAL_SECS),
+            pending_deletion_interval: secs(d::PENDING_DELETION_INTERVAL_SECS),
             disconnect_invalid: false,
             max_hosts: 65_536,
             max_pending: 4_096,
             max_queued_outputs: 4_096,
             am_lighthouse: false,
             lighthouses: Vec::new(),
-            lighthouse_interval: Duration::from_secs(10),
+            lighthouse_interval: secs(d::LIGHTHOUSE_INTERVAL_SECS),
             advertise_addrs: Vec::new(),
             local_allow_list: None,
             remote_allow_list: None,
@@ -203,24 +209,25 @@ impl Default for NodeConfig {
             preferred_ranges: Vec::new(),
             punch: false,
             punch_respond: false,
-            punch_delay: Duration::from_secs(1),
-            punch_respond_delay: Duration::from_secs(5),
+            punch_delay: d::PUNCHY_DELAY,
+            punch_respond_delay: d::PUNCHY_RESPOND_DELAY,
             advertise_relays: Vec::new(),
             am_relay: false,
-            use_relays: true,
+            use_relays: d::USE_RELAYS,
             max_relay_legs: 65_536,
+            // The bound port, which the driver always sets; simulations bind 4242.
             listen_port: 4242,
             serve_dns: false,
             unsafe_routes: Vec::new(),
-            tun_mtu: 1300,
+            tun_mtu: d::TUN_MTU as u16,
             route_mtus: Vec::new(),
             drop_local_broadcast: false,
             drop_multicast: false,
-            try_promote_every: 1000,
-            requery_every_packets: 5000,
-            punch_target_all_remotes: true,
+            try_promote_every: d::TRY_PROMOTE_EVERY as u32,
+            requery_every_packets: d::REQUERY_EVERY_PACKETS as u32,
+            punch_target_all_remotes: d::PUNCHY_TARGET_ALL_REMOTES,
             drop_inactive: false,
-            inactivity_timeout: Duration::from_secs(600),
+            inactivity_timeout: d::TUNNELS_INACTIVITY_TIMEOUT,
         }
     }
 }
