@@ -105,11 +105,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "lighthouse.calculated_remotes",
         "remotes are learnt from static_host_map and the lighthouses only",
     ),
-    unless(
-        "firewall.default_local_cidr_any",
-        "true",
-        "rules without local_cidr always cover unsafe networks too, as in 1.6.1",
-    ),
 ];
 
 /// A warning for every [`NOT_SUPPORTED`] key set in `tree` (a null value counts as unset, as in

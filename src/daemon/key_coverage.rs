@@ -22,7 +22,11 @@ fn mutation(key: &str, other_pki: &OtherPki) -> Option<(String, String)> {
         "firewall.conntrack.max_connections" => m("firewall: {conntrack: {max_connections: 7}}"),
         "firewall.conntrack.tcp_timeout" => m("firewall: {conntrack: {tcp_timeout: 1m}}"),
         "firewall.conntrack.udp_timeout" => m("firewall: {conntrack: {udp_timeout: 1m}}"),
-        "firewall.default_local_cidr_any" => m("firewall: {default_local_cidr_any: false}"),
+        "firewall.default_local_cidr_any" => Some((
+            // The base certificate carries an unsafe network, so the key matters.
+            "firewall: {inbound: [{port: any, proto: any, host: any}]}".into(),
+            "firewall: {default_local_cidr_any: false}".into(),
+        )),
         "firewall.inbound" => m("firewall: {inbound: [{port: 22, proto: tcp, host: any}]}"),
         "firewall.outbound" => m("firewall: {outbound: [{port: 22, proto: tcp, host: any}]}"),
         "firewall.inbound_action" => m("firewall: {inbound_action: reject}"),

@@ -103,7 +103,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
         routes,
         udp: udp_settings(c),
         batch: c.listen.batch.clamp(1, 1024),
-        firewall: firewall_config(c),
+        firewall: firewall_config(c, &pki.cert),
         local,
         log_level: log_level(c.logging.level),
         log_format: match c.logging.format {
@@ -449,10 +449,11 @@ fn udp_settings(c: &Config) -> UdpSettings {
     }
 }
 
-fn firewall_config(c: &Config) -> FirewallConfig {
+fn firewall_config(c: &Config, cert: &crate::cert::NebulaCertificate) -> FirewallConfig {
+    let local = default_local_cidrs(c, cert);
     FirewallConfig {
-        inbound: c.firewall.inbound.clone(),
-        outbound: c.firewall.outbound.clone(),
+        inbound: with_default_local_cidr(&c.firewall.inbound, &local),
+        outbound: with_default_local_cidr(&c.firewall.outbound, &local),
         inbound_action: c.firewall.inbound_action,
         outbound_action: c.firewall.outbound_action,
         timeouts: ConntrackTimeouts {
@@ -473,6 +474,48 @@ fn log_time(c: &Config) -> TimeStyle {
     } else {
         TimeStyle::Layout(super::logtime::GoLayout::parse(&c.logging.timestamp_format))
     }
+}
+
+/// `firewall.default_local_cidr_any: false` (Nebula 1.9+): on a host whose certificate carries
+/// unsafe networks, a rule without `local_cidr` covers only the certificate's VPN networks. `None`
+/// when rules without it cover every local address (the key true, meshd's and 1.6.1's default,
+/// or no unsafe networks).
+fn default_local_cidrs(
+    c: &Config,
+    cert: &crate::cert::NebulaCertificate,
+) -> Option<Vec<crate::firewall::CidrSpec>> {
+    if c.firewall.default_local_cidr_any || cert.subnets().is_empty() {
+        return None;
+    }
+    Some(
+        cert.ips()
+            .iter()
+            .map(|n| crate::firewall::CidrSpec::V4(*n))
+            .collect(),
+    )
+}
+
+/// Each rule without `local_cidr` once per default local network (same rule otherwise).
+fn with_default_local_cidr(
+    rules: &[crate::firewall::Rule],
+    local: &Option<Vec<crate::firewall::CidrSpec>>,
+) -> Vec<crate::firewall::Rule> {
+    let Some(nets) = local else {
+        return rules.to_vec();
+    };
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in rules {
+        if rule.local_cidr.is_some() {
+            out.push(rule.clone());
+            continue;
+        }
+        for net in nets {
+            let mut r = rule.clone();
+            r.local_cidr = Some(*net);
+            out.push(r);
+        }
+    }
+    out
 }
 
 fn log_level(l: LogLevel) -> Level {
@@ -613,6 +656,50 @@ pub(crate) mod tests {
             format!("{:#?}", plan.node),
             format!("{:#?}", NodeConfig::default())
         );
+    }
+
+    /// `firewall.default_local_cidr_any`: true (meshd's and 1.6.1's default) lets a rule
+    /// without `local_cidr` cover the certificate's unsafe network; false (Nebula 1.9+'s
+    /// default) limits it to the VPN network, while an explicit `local_cidr` still works.
+    #[test]
+    fn default_local_cidr_any_decides_what_rules_without_local_cidr_cover() {
+        use crate::firewall::{Direction, Firewall, Peer};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.yml");
+        let pki = pki_for(dir.path());
+        let verdicts = |any: bool| {
+            let mut yaml = pki.clone();
+            yaml.push_str(&format!(
+                "firewall: {{default_local_cidr_any: {any}, outbound: [{{port: any, proto: any, host: any}}], \
+                 inbound: [{{port: any, proto: icmp, host: any}}, \
+                 {{port: any, proto: any, host: any, local_cidr: 192.168.77.200/32}}]}}\n"
+            ));
+            std::fs::write(&cfg, yaml).unwrap();
+            let plan = load(&cfg, now()).unwrap();
+            let mut fw = Firewall::new(plan.firewall, plan.local);
+            let peer_ip = Ipv4Addr::new(10, 9, 0, 1);
+            let peer = Peer {
+                vpn_ip: peer_ip,
+                name: "p",
+                groups: &[],
+                issuer: "",
+                ca_name: None,
+                ips: &[peer_ip],
+                subnets: &[],
+            };
+            let mut allowed = |dst: [u8; 4]| {
+                let p = crate::node::ipv4::echo_request(peer_ip, Ipv4Addr::from(dst), 1, 1, b"x");
+                fw.check_packet(&p, Direction::Inbound, &peer, std::time::Instant::now())
+                    .is_allow()
+            };
+            (
+                allowed([10, 9, 0, 5]),
+                allowed([192, 168, 77, 9]),
+                allowed([192, 168, 77, 200]),
+            )
+        };
+        assert_eq!(verdicts(true), (true, true, true));
+        assert_eq!(verdicts(false), (true, false, true));
     }
 
     #[test]
