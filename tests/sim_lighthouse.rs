@@ -276,17 +276,18 @@ fn port_restricted_on_a_lossy_reordering_link() {
 }
 
 /// `counters.requery_every_packets`: with a small value a client re-queries the lighthouse every
-/// few packets to an established peer; with 1.6.1's fixed 5000 thirty packets cause none.
+/// few packets to an established peer; with 1.6.1's fixed 5000 thirty packets cause none. And
+/// `timers.requery_wait_duration` spaces those re-queries out.
 #[test]
 fn counters_requery_every_packets_sets_the_requery_cadence() {
-    let lighthouse_messages = |requery: u32, promote: u32| {
+    let lighthouse_messages = |requery: u32, wait: Duration| {
         let mut sim = Sim::new(81, Cipher::AesGcm);
         sim.full_mesh = false;
         sim.add_node_with(1, lighthouse);
         sim.add_node_with(2, |c| {
             client(&[1])(c);
             c.requery_every_packets = requery;
-            c.try_promote_every = promote;
+            c.requery_wait = wait;
         });
         sim.add_node_with(3, client(&[1]));
         assert!(sim.ping_ok(1, 2, 1, 10 * S), "no tunnel 2->3");
@@ -301,8 +302,8 @@ fn counters_requery_every_packets_sets_the_requery_cadence() {
             .filter(|(_, to, b)| *to == lh && kind(b).map(|k| k.0) == Some(MessageType::LightHouse))
             .count()
     };
-    let default = lighthouse_messages(5000, 1000);
-    let often = lighthouse_messages(3, 1000);
+    let default = lighthouse_messages(5000, Duration::ZERO);
+    let often = lighthouse_messages(3, Duration::ZERO);
     assert!(
         default <= 1,
         "{default} lighthouse messages at 1.6.1's cadence"
@@ -310,5 +311,11 @@ fn counters_requery_every_packets_sets_the_requery_cadence() {
     assert!(
         often >= 9,
         "only {often} lighthouse messages with requery_every_packets 3"
+    );
+    // timers.requery_wait_duration: the same packets, but at most one re-query a minute.
+    let waited = lighthouse_messages(3, Duration::from_secs(60));
+    assert!(
+        waited <= 2,
+        "{waited} lighthouse messages despite requery_wait_duration 1m"
     );
 }

@@ -87,11 +87,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "routes from the system route table are not implemented",
     ),
     unless(
-        "timers.requery_wait_duration",
-        "1m",
-        "lighthouse re-queries follow the packet counter only, as in 1.6.1",
-    ),
-    unless(
         "handshakes.trigger_buffer",
         "64",
         "meshd starts lighthouse-triggered handshakes at once, without a queue",

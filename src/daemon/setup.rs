@@ -175,6 +175,7 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         punch_target_all_remotes: c.punchy.target_all_remotes,
         drop_inactive: c.tunnels.drop_inactive,
         inactivity_timeout: c.tunnels.inactivity_timeout,
+        requery_wait: c.timers.requery_wait,
         ..NodeConfig::default()
     }
 }

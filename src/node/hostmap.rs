@@ -31,14 +31,17 @@ pub struct Liveness {
     pub used: bool,
     /// When a sweep last saw the tunnel used (or first saw it).
     pub last_used: Option<Instant>,
+    /// No lighthouse re-query for this peer before then (`timers.requery_wait_duration`).
+    pub next_lh_query: Option<Instant>,
 }
 
 impl Liveness {
-    /// A fresh connection-manager cycle; the inactivity marks carry over.
+    /// A fresh connection-manager cycle; the inactivity and re-query marks carry over.
     pub fn reset(&mut self) {
         *self = Liveness {
             used: self.used,
             last_used: self.last_used,
+            next_lh_query: self.next_lh_query,
             ..Liveness::default()
         };
     }

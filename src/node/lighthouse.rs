@@ -577,7 +577,8 @@ impl Node {
     /// every `counters.try_promote`th (1.6.1: a fixed 1000), unless the tunnel already uses a
     /// preferred address, probe each preferred-range address of the host with a TestRequest
     /// (the answer makes us roam there); every `counters.requery_every_packets`th (1.6.1: 5000),
-    /// also re-query the lighthouses. Lighthouses do neither.
+    /// also re-query the lighthouses, at most once per `timers.requery_wait_duration` (newer
+    /// releases; 1.6.1 has no such wait). Lighthouses do neither.
     pub(super) fn try_promote_best(&mut self, now: Instant, vpn_ip: VpnIp) {
         if self.config.am_lighthouse {
             return;
@@ -608,6 +609,14 @@ impl Node {
             }
         }
         if c % requery_every == 0 {
+            let wait = self.config.requery_wait;
+            let Some(h) = self.hostmap.host_mut(vpn_ip) else {
+                return;
+            };
+            if h.liveness.next_lh_query.is_some_and(|t| now < t) {
+                return;
+            }
+            h.liveness.next_lh_query = Some(now + wait);
             self.query_lighthouses(now, vpn_ip);
         }
     }

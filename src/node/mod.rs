@@ -174,6 +174,9 @@ pub struct NodeConfig {
     /// `inactivity_timeout` (default 10 min).
     pub drop_inactive: bool,
     pub inactivity_timeout: Duration,
+    /// `timers.requery_wait_duration` (Nebula 1.8+, default 1 min): least time between two
+    /// counter-driven lighthouse re-queries for one peer.
+    pub requery_wait: Duration,
 }
 
 /// The node's settings when the config sets nothing: every value that comes from a config key
@@ -228,6 +231,7 @@ impl Default for NodeConfig {
             punch_target_all_remotes: d::PUNCHY_TARGET_ALL_REMOTES,
             drop_inactive: false,
             inactivity_timeout: d::TUNNELS_INACTIVITY_TIMEOUT,
+            requery_wait: d::REQUERY_WAIT,
         }
     }
 }
