@@ -319,3 +319,31 @@ fn counters_requery_every_packets_sets_the_requery_cadence() {
         "{waited} lighthouse messages despite requery_wait_duration 1m"
     );
 }
+
+/// `lighthouse.calculated_remotes`: a host with neither a static entry nor a lighthouse answer
+/// for a peer reaches it at the address computed from the peer's VPN IP; outside the range, or
+/// without the key, nothing is known and the handshake has nowhere to go.
+#[test]
+fn calculated_remotes_reach_a_peer_without_lighthouse_or_static_entry() {
+    let reach = |range: &str| {
+        let mut sim = Sim::new(82, Cipher::AesGcm);
+        sim.full_mesh = false;
+        let range = meshd::node::Ipv4Net::parse_cidr(range).unwrap();
+        sim.add_node_with(2, |c| {
+            c.calculated_remotes = vec![(
+                range,
+                vec![meshd::node::CalculatedRemote {
+                    mask: meshd::node::Ipv4Net::parse_cidr("192.0.2.0/24").unwrap(),
+                    port: 4242,
+                }],
+            )];
+        });
+        sim.add_node(3);
+        sim.ping_ok(0, 1, 1, 5 * S)
+    };
+    assert!(reach("10.0.0.0/24"), "no tunnel to the calculated address");
+    assert!(
+        !reach("10.0.1.0/24"),
+        "a peer outside the range was reached"
+    );
+}

@@ -96,10 +96,6 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
         "64",
         "meshd sends lighthouse queries at once, without a queue",
     ),
-    unsupported(
-        "lighthouse.calculated_remotes",
-        "remotes are learnt from static_host_map and the lighthouses only",
-    ),
 ];
 
 /// A warning for every [`NOT_SUPPORTED`] key set in `tree` (a null value counts as unset, as in

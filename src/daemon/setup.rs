@@ -176,6 +176,7 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         drop_inactive: c.tunnels.drop_inactive,
         inactivity_timeout: c.tunnels.inactivity_timeout,
         requery_wait: c.timers.requery_wait,
+        calculated_remotes: calculated_remotes(c, warnings),
         ..NodeConfig::default()
     }
 }
@@ -236,6 +237,34 @@ fn static_resolve(c: &Config) -> StaticResolve {
         lookup_timeout: c.static_map.lookup_timeout,
         cadence: c.static_map.cadence,
     }
+}
+
+/// `lighthouse.calculated_remotes`: IPv4 VPN ranges with IPv4 masks (1.6.1's VPN is IPv4).
+fn calculated_remotes(
+    c: &Config,
+    warnings: &mut Vec<String>,
+) -> Vec<(node::Ipv4Net, Vec<node::CalculatedRemote>)> {
+    let mut out = Vec::new();
+    for (range, entries) in &c.lighthouse.calculated_remotes {
+        let IpNet::V4(range) = range else {
+            warnings.push(format!(
+                "lighthouse.calculated_remotes: {range} is not an IPv4 VPN range; ignored"
+            ));
+            continue;
+        };
+        let mut list = Vec::new();
+        for e in entries {
+            match e.mask {
+                IpNet::V4(mask) => list.push(node::CalculatedRemote { mask, port: e.port }),
+                IpNet::V6(..) => warnings.push(format!(
+                    "lighthouse.calculated_remotes.{range}: IPv6 mask {} ignored",
+                    e.mask
+                )),
+            }
+        }
+        out.push((*range, list));
+    }
+    out
 }
 
 /// `lighthouse.remote_allow_ranges`: only IPv4 VPN ranges can match a VPN IP in 1.6.1.

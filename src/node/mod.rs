@@ -18,6 +18,7 @@
 //! `lighthouse`, `punchy` and `dns`; relays (CreateRelayRequest/Response, relayed framing,
 //! forwarding) in `relay`.
 
+mod calculated;
 mod certs;
 mod conn_manager;
 mod datapath;
@@ -48,6 +49,7 @@ pub use crate::config::AllowList;
 use crate::crypto::{Cipher, NoiseSeed, StaticSecret};
 pub use crate::crypto::{NodeRng, RngOrigin};
 
+pub use calculated::CalculatedRemote;
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
 pub use hostmap::{Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{
@@ -177,6 +179,8 @@ pub struct NodeConfig {
     /// `timers.requery_wait_duration` (Nebula 1.8+, default 1 min): least time between two
     /// counter-driven lighthouse re-queries for one peer.
     pub requery_wait: Duration,
+    /// `lighthouse.calculated_remotes` (Nebula 1.7+): VPN range → guessed underlay addresses.
+    pub calculated_remotes: Vec<(Ipv4Net, Vec<CalculatedRemote>)>,
 }
 
 /// The node's settings when the config sets nothing: every value that comes from a config key
@@ -232,6 +236,7 @@ impl Default for NodeConfig {
             drop_inactive: false,
             inactivity_timeout: d::TUNNELS_INACTIVITY_TIMEOUT,
             requery_wait: d::REQUERY_WAIT,
+            calculated_remotes: Vec::new(),
         }
     }
 }
