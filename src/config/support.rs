@@ -77,14 +77,9 @@ pub const NOT_SUPPORTED: &[Unsupported] = &[
     unsupported("tun.cpu_affinity", "thread pinning is not implemented"),
     unsupported("tun.pin_threads", "thread pinning is not implemented"),
     unsupported("tun.pin_threads_key", "thread pinning is not implemented"),
-    unless(
-        "tun.use_system_route_table",
-        "false",
-        "routes from the system route table are not implemented",
-    ),
     unsupported(
         "tun.use_system_route_table_buffer_size",
-        "routes from the system route table are not implemented",
+        "the route watcher uses the kernel's default netlink buffer",
     ),
     unless(
         "handshakes.trigger_buffer",
@@ -179,10 +174,10 @@ mod tests {
             keys("routines: 4\nsshd: {enabled: true, listen: x}"),
             ["routines", "sshd"]
         );
-        assert!(keys("routines: 1\nsshd:\ntun: {use_system_route_table: false}").is_empty());
+        assert!(keys("routines: 1\nsshd:\npki: {initiating_version: 1}").is_empty());
         assert_eq!(
-            keys("tun: {use_system_route_table: yes}"),
-            ["tun.use_system_route_table"]
+            keys("pki: {initiating_version: '2'}"),
+            ["pki.initiating_version"]
         );
         assert!(keys("tun: {dev: x}\nlisten: {port: 1}").is_empty());
     }

@@ -108,6 +108,7 @@ fn mutation(key: &str, other_pki: &OtherPki) -> Option<(String, String)> {
         "tun.drop_multicast" => m("tun: {drop_multicast: true}"),
         "tun.mtu" => m("tun: {mtu: 1400}"),
         "tun.tx_queue" => m("tun: {tx_queue: 900}"),
+        "tun.use_system_route_table" => m("tun: {use_system_route_table: true}"),
         "tun.routes" | "tun.routes[].mtu" | "tun.routes[].route" => {
             m("tun: {routes: [{mtu: 8800, route: 10.9.8.0/24}]}")
         }

@@ -17,5 +17,6 @@ pub mod routes;
 pub mod run;
 pub mod setup;
 pub mod signals;
+pub mod system_routes;
 pub mod tun;
 pub mod udp;

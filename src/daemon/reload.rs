@@ -26,6 +26,7 @@ pub struct Fixed {
     routes: RoutePlan,
     udp: UdpSettings,
     batch: usize,
+    use_system_route_table: bool,
 }
 
 impl Fixed {
@@ -35,6 +36,7 @@ impl Fixed {
             routes: plan.routes.clone(),
             udp: plan.udp.clone(),
             batch: plan.batch,
+            use_system_route_table: plan.use_system_route_table,
         }
     }
 
@@ -56,6 +58,9 @@ impl Fixed {
         }
         if new.routes != self.routes {
             keys.push("tun.routes/unsafe_routes");
+        }
+        if new.use_system_route_table != self.use_system_route_table {
+            keys.push("tun.use_system_route_table");
         }
         keys
     }

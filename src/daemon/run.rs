@@ -85,6 +85,8 @@ enum Wake {
     Loaded(Box<anyhow::Result<Plan>>),
     /// A `static_map.cadence` re-resolution finished (generation, addresses, warnings).
     Resolved(Resolution),
+    /// `tun.use_system_route_table`: the kernel's gateway routes on our device changed.
+    SystemRoutes,
     Timer,
 }
 
@@ -126,6 +128,8 @@ pub struct Daemon {
     resolving: Option<tokio::sync::oneshot::Receiver<Resolution>>,
     /// Bumped by each reload, so a resolution started under the old map is dropped.
     resolve_gen: u64,
+    /// `tun.use_system_route_table` watcher (restart-only, as in Nebula).
+    system_routes: Option<tokio::sync::watch::Receiver<super::system_routes::SystemRoutes>>,
 }
 
 impl Daemon {
@@ -141,6 +145,13 @@ impl Daemon {
         let routes = match &tun {
             Some(t) => Some(routes::install(t.index(), &plan.routes.routes)?),
             None => None,
+        };
+        let system_routes = match (&tun, plan.use_system_route_table) {
+            (Some(t), true) => Some(
+                super::system_routes::watch_routes(t.index(), plan.identity.vpn_net)
+                    .context("tun.use_system_route_table")?,
+            ),
+            _ => None,
         };
         let udp = UdpSocket::bind(&plan.udp)?;
         let fixed = Fixed::of(&plan);
@@ -188,6 +199,7 @@ impl Daemon {
             static_resolve,
             resolving: None,
             resolve_gen: 0,
+            system_routes,
         })
     }
 
@@ -209,6 +221,7 @@ impl Daemon {
                 Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
                 Wake::Loaded(plan) => self.finish_reload(*plan),
                 Wake::Resolved(r) => self.on_resolved(r),
+                Wake::SystemRoutes => self.on_system_routes(),
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -235,9 +248,11 @@ impl Daemon {
             dns,
             loading,
             resolving,
+            system_routes,
             ..
         } = self;
         tokio::select! {
+            _ = routes_changed(system_routes) => Wake::SystemRoutes,
             p = loaded(loading) => Wake::Loaded(Box::new(p)),
             r = resolved(resolving) => Wake::Resolved(r),
             s = signals.recv() => Wake::Signal(s),
@@ -412,6 +427,26 @@ impl Daemon {
         }
     }
 
+    fn on_system_routes(&mut self) {
+        let Some(rx) = &mut self.system_routes else {
+            return;
+        };
+        let routes: Vec<crate::node::UnsafeRoute> = rx
+            .borrow_and_update()
+            .iter()
+            .map(|(route, via)| crate::node::UnsafeRoute {
+                route: *route,
+                via: crate::node::VpnIp::from(*via),
+                mtu: None,
+            })
+            .collect();
+        info!(
+            routes = routes.len(),
+            "unsafe routes from the system route table"
+        );
+        self.node.set_system_routes(routes);
+    }
+
     fn on_resolved(&mut self, (generation, map, warnings): Resolution) {
         self.resolving = None;
         if generation != self.resolve_gen {
@@ -507,6 +542,20 @@ async fn loaded(
             Ok(plan) => plan,
             Err(_) => Err(anyhow::anyhow!("the reload thread ended without a result")),
         },
+        None => std::future::pending().await,
+    }
+}
+
+/// The route watcher saw a change, or never completes without one (or once it is gone).
+async fn routes_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<super::system_routes::SystemRoutes>>,
+) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
         None => std::future::pending().await,
     }
 }

@@ -50,6 +50,8 @@ pub struct Plan {
     pub dns: Option<DnsListen>,
     /// `static_host_map` names to re-resolve every `static_map.cadence`.
     pub static_resolve: StaticResolve,
+    /// `tun.use_system_route_table`: watch the kernel table for unsafe routes.
+    pub use_system_route_table: bool,
 }
 
 /// `lighthouse.dns.host` / `port`; an empty host means every address.
@@ -123,6 +125,7 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             port: c.lighthouse.dns.port,
         }),
         static_resolve: static_resolve(c),
+        use_system_route_table: c.tun.use_system_route_table,
     })
 }
 

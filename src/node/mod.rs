@@ -430,6 +430,8 @@ pub struct Node {
     relay_ctx: Option<relay::RelayCtx>,
     /// Next `tunnels.drop_inactive` sweep (`None` when off).
     inactivity_at: Option<Instant>,
+    /// `tun.use_system_route_table`: unsafe routes the driver read from the kernel table.
+    system_routes: Vec<UnsafeRoute>,
 }
 
 impl Node {
@@ -476,9 +478,16 @@ impl Node {
             relays: relay_table::RelayTable::default(),
             relay_ctx: None,
             inactivity_at: None,
+            system_routes: Vec::new(),
         };
         node.arm_inactivity(now);
         node
+    }
+
+    /// `tun.use_system_route_table`: replaces the routes taken from the system table (looked up
+    /// beside `tun.unsafe_routes`, the most specific prefix of either winning).
+    pub fn set_system_routes(&mut self, routes: Vec<UnsafeRoute>) {
+        self.system_routes = routes;
     }
 
     /// Installs the firewall.
