@@ -516,3 +516,213 @@ fn sshd_enabled_points_to_the_control_commands() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("SSH server"), "{}", text(&out));
 }
+
+/// Every key Nebula 1.11's `examples/config.yml` documents (its commented-out ones set to the
+/// values it shows), in 192.168.100.0/24.
+const NEBULA_1_11_EVERY_KEY: &str = r#"
+static_host_map:
+  "192.168.100.1": ["100.64.22.11:4242"]
+static_map:
+  cadence: 30s
+  network: ip4
+  lookup_timeout: 250ms
+lighthouse:
+  am_lighthouse: false
+  serve_dns: false
+  dns:
+    host: 0.0.0.0
+    port: 53
+  interval: 60
+  hosts:
+    - "192.168.100.1"
+  remote_allow_list:
+    "172.16.0.0/12": false
+    "0.0.0.0/0": true
+    "10.0.0.0/8": false
+    "10.42.42.0/24": true
+  remote_allow_ranges:
+    "10.42.42.0/24":
+      "192.168.0.0/16": true
+  local_allow_list:
+    interfaces:
+      tun0: false
+      'docker.*': false
+    "10.0.0.0/8": true
+  advertise_addrs:
+    - "1.1.1.1:4242"
+    - "1.2.3.4:0"
+  calculated_remotes:
+    192.168.100.0/24:
+      - mask: 192.168.0.0/16
+        port: 4242
+listen:
+  host: "::"
+  port: 4242
+  batch: 64
+  read_buffer: 10485760
+  write_buffer: 10485760
+  windows_bypass_wdf: true
+  rebind_on_network_change: true
+  send_recv_error: always
+  accept_recv_error: always
+  so_mark: 0
+routines: 1
+punchy:
+  punch: true
+  respond: true
+  delay: 1s
+  respond_delay: 5s
+cipher: aes
+preferred_ranges: ["172.16.0.0/24"]
+sshd:
+  enabled: true
+  listen: 127.0.0.1:2222
+  host_key: HOST_KEY
+  authorized_users:
+    - user: steeeeve
+      keys:
+        - "ssh public key string"
+  trusted_cas:
+    - "ssh public key string"
+  sandbox_dir: /var/tmp/nebula-debug
+relay:
+  relays:
+    - 192.168.100.1
+  am_relay: false
+  use_relays: true
+tun:
+  disabled: false
+  dev: nebula1
+  drop_local_broadcast: false
+  drop_multicast: false
+  tx_queue: 500
+  mtu: 1300
+  routes:
+    - mtu: 8800
+      route: 192.168.100.0/25
+  unsafe_routes:
+    - route: 172.16.1.0/24
+      via: 192.168.100.99
+      mtu: 1300
+      metric: 100
+      install: true
+  network_category: private
+  windows_bypass_wdf: true
+  use_system_route_table: false
+  use_system_route_table_buffer_size: 0
+logging:
+  level: info
+  format: text
+  disable_timestamp: true
+  timestamp_format: "2006-01-02T15:04:05.000Z07:00"
+stats:
+  type: prometheus
+  listen: 127.0.0.1:8080
+  path: /metrics
+  namespace: prometheusns
+  subsystem: nebula
+  interval: 10s
+  message_metrics: false
+  lighthouse_metrics: false
+handshakes:
+  try_interval: 100ms
+  retries: 20
+  query_buffer: 64
+  trigger_buffer: 64
+tunnels:
+  drop_inactive: false
+  inactivity_timeout: 10m
+firewall:
+  outbound_action: drop
+  inbound_action: drop
+  default_local_cidr_any: false
+  conntrack:
+    tcp_timeout: 12m
+    udp_timeout: 3m
+    default_timeout: 10m
+  outbound:
+    - port: any
+      proto: any
+      host: any
+  inbound:
+    - port: any
+      proto: icmp
+      host: any
+    - port: 443
+      proto: tcp
+      groups:
+        - laptop
+        - home
+    - port: 8080
+      proto: tcp
+      group: remote_client
+      local_cidr: 192.168.100.1/24
+"#;
+
+/// `meshd -test` on every key of Nebula 1.11's example: the only warnings are "not supported by
+/// meshd" ones, one for each such key the file sets (to a value meshd does not already follow).
+#[test]
+fn nebula_1_11_example_warns_exactly_for_unsupported_keys() {
+    for tool in ["nebula-cert", "ssh-keygen"] {
+        if !common::require_tool(
+            "nebula_1_11_example_warns_exactly_for_unsupported_keys",
+            tool,
+        ) {
+            return;
+        }
+    }
+    let pki = Pki::new();
+    let (crt, key) = pki.host("h", "192.168.100.5/24");
+    let yaml = format!(
+        "pki:\n  ca: {}\n  cert: {crt}\n  key: {key}\n  disconnect_invalid: true\n  initiating_version: 1\n{NEBULA_1_11_EVERY_KEY}",
+        pki.path("ca.crt")
+    );
+    // meshd checks the host key as Nebula does, though it runs no SSH server.
+    let host_key = pki.path("ssh_host_ed25519_key");
+    let ssh = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", &host_key])
+        .output()
+        .expect("run ssh-keygen");
+    assert!(ssh.status.success(), "{ssh:?}");
+    let yaml = yaml.replace("HOST_KEY", &host_key);
+    let path = pki.write("nebula-1.11.yml", &yaml);
+    let out = meshd_test(&path);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let warned: std::collections::BTreeSet<String> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: "))
+        .map(|w| {
+            let (key, msg) = w.split_once(": ").unwrap_or((w, ""));
+            assert!(
+                msg.starts_with("not supported by meshd: "),
+                "a warning other than an unsupported key: {w}"
+            );
+            key.to_string()
+        })
+        .collect();
+    // Values the file sets that differ from what meshd does anyway (checked by hand against the
+    // file above; each must be on the unsupported list while meshd ignores it).
+    let set_unsupported = [
+        ("stats.interval", None),
+        ("sshd", None),
+        ("listen.windows_bypass_wdf", None),
+        ("listen.rebind_on_network_change", None),
+        ("tun.network_category", None),
+        ("tun.windows_bypass_wdf", None),
+        ("tun.use_system_route_table_buffer_size", None),
+        ("logging.disable_timestamp", Some("true")),
+        (
+            "logging.timestamp_format",
+            Some("2006-01-02T15:04:05.000Z07:00"),
+        ),
+        ("lighthouse.calculated_remotes", None),
+        ("firewall.default_local_cidr_any", Some("false")),
+    ];
+    let expected: std::collections::BTreeSet<String> = set_unsupported
+        .iter()
+        .filter(|(k, _)| meshd::config::NOT_SUPPORTED.iter().any(|u| u.key == *k))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(warned, expected, "{all}");
+}

@@ -228,6 +228,7 @@ fn udp_socket_binds_inside_a_namespace() {
                 write_buffer: 0,
                 reuse_port: false,
                 offloads: true,
+                so_mark: 0,
             };
             let sock = UdpSocket::bind(&s).expect("bind inside the namespace");
             let port = sock.local_addr().port();

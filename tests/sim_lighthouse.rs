@@ -274,3 +274,76 @@ fn port_restricted_on_a_lossy_reordering_link() {
         assert_eq!(messages_to(&sim, 0), 0);
     }
 }
+
+/// `counters.requery_every_packets`: with a small value a client re-queries the lighthouse every
+/// few packets to an established peer; with 1.6.1's fixed 5000 thirty packets cause none. And
+/// `timers.requery_wait_duration` spaces those re-queries out.
+#[test]
+fn counters_requery_every_packets_sets_the_requery_cadence() {
+    let lighthouse_messages = |requery: u32, wait: Duration| {
+        let mut sim = Sim::new(81, Cipher::AesGcm);
+        sim.full_mesh = false;
+        sim.add_node_with(1, lighthouse);
+        sim.add_node_with(2, |c| {
+            client(&[1])(c);
+            c.requery_every_packets = requery;
+            c.requery_wait = wait;
+        });
+        sim.add_node_with(3, client(&[1]));
+        assert!(sim.ping_ok(1, 2, 1, 10 * S), "no tunnel 2->3");
+        let lh = sim.nodes[0].addr;
+        let before = sim.delivered.len();
+        for seq in 0..30 {
+            sim.ping(1, 2, 100 + seq);
+            sim.run_for(Duration::from_millis(10));
+        }
+        sim.delivered[before..]
+            .iter()
+            .filter(|(_, to, b)| *to == lh && kind(b).map(|k| k.0) == Some(MessageType::LightHouse))
+            .count()
+    };
+    let default = lighthouse_messages(5000, Duration::ZERO);
+    let often = lighthouse_messages(3, Duration::ZERO);
+    assert!(
+        default <= 1,
+        "{default} lighthouse messages at 1.6.1's cadence"
+    );
+    assert!(
+        often >= 9,
+        "only {often} lighthouse messages with requery_every_packets 3"
+    );
+    // timers.requery_wait_duration: the same packets, but at most one re-query a minute.
+    let waited = lighthouse_messages(3, Duration::from_secs(60));
+    assert!(
+        waited <= 2,
+        "{waited} lighthouse messages despite requery_wait_duration 1m"
+    );
+}
+
+/// `lighthouse.calculated_remotes`: a host with neither a static entry nor a lighthouse answer
+/// for a peer reaches it at the address computed from the peer's VPN IP; outside the range, or
+/// without the key, nothing is known and the handshake has nowhere to go.
+#[test]
+fn calculated_remotes_reach_a_peer_without_lighthouse_or_static_entry() {
+    let reach = |range: &str| {
+        let mut sim = Sim::new(82, Cipher::AesGcm);
+        sim.full_mesh = false;
+        let range = meshd::node::Ipv4Net::parse_cidr(range).unwrap();
+        sim.add_node_with(2, |c| {
+            c.calculated_remotes = vec![(
+                range,
+                vec![meshd::node::CalculatedRemote {
+                    mask: meshd::node::Ipv4Net::parse_cidr("192.0.2.0/24").unwrap(),
+                    port: 4242,
+                }],
+            )];
+        });
+        sim.add_node(3);
+        sim.ping_ok(0, 1, 1, 5 * S)
+    };
+    assert!(reach("10.0.0.0/24"), "no tunnel to the calculated address");
+    assert!(
+        !reach("10.0.1.0/24"),
+        "a peer outside the range was reached"
+    );
+}

@@ -333,6 +333,43 @@ fn punch_and_respond_timing() {
     assert!(queries >= 1);
 }
 
+/// `punchy.target_all_remotes`: on (meshd's default, 1.6.1's only behaviour) keepalive punches
+/// reach every known address of a host with a tunnel; off, only the tunnel's current remote.
+#[test]
+fn target_all_remotes_picks_the_keepalive_targets() {
+    let extra = sa("192.0.2.200:4242");
+    let punched = |all: bool| {
+        let mut sim = network(8, 2, |c| {
+            c.punch = true;
+            c.punch_target_all_remotes = all;
+            c.static_host_map
+                .get_mut(&vpn(3))
+                .expect("node 3 is in the map")
+                .push(extra);
+        });
+        assert!(
+            sim.ping_ok(1, 2, 1, 5 * S),
+            "no tunnel 10.0.0.2 -> 10.0.0.3"
+        );
+        let log = record(&mut sim);
+        sim.run_for(21 * S);
+        let from = sim.nodes[1].addr;
+        let to_real = sim.nodes[2].addr;
+        let ones = |to: SocketAddr| {
+            log.borrow()
+                .iter()
+                .filter(|(_, f, t, b)| *f == from && *t == to && b.as_slice() == [1])
+                .count()
+        };
+        (ones(to_real), ones(extra))
+    };
+    let (real, other) = punched(true);
+    assert!(real >= 2 && other >= 2, "all remotes: {real} / {other}");
+    let (real, other) = punched(false);
+    assert!(real >= 2, "the current remote is still punched: {real}");
+    assert_eq!(other, 0, "an address the tunnel does not use was punched");
+}
+
 #[test]
 fn keepalive_punches_every_ten_seconds() {
     let mut sim = network(8, 1, |c| c.punch = true);
@@ -366,6 +403,84 @@ fn lighthouse_dns_records() {
         sim.nodes[1].node.dns_lookup("node3.").is_none(),
         "clients keep no records"
     );
+}
+
+/// Lighthouse DNS TXT as 1.6.1 answers it: for a VPN IP with a tunnel, the certificate as
+/// quoted strings; only to queriers inside the VPN network or 127.0.0.1, and a refused TXT ends
+/// the answer (an A answered before it is kept).
+#[test]
+fn lighthouse_dns_txt_answers_certificates() {
+    let sim = network(9, 2, |_| {});
+    let lh = &sim.nodes[0].node;
+    let question = |name: &str, qtype: u8| {
+        let mut q = Vec::new();
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, qtype, 0, 1]);
+        q
+    };
+    let query = |qs: &[Vec<u8>]| {
+        let mut q = vec![0x12, 0x34, 1, 0, 0, qs.len() as u8, 0, 0, 0, 0, 0, 0];
+        qs.iter().for_each(|x| q.extend_from_slice(x));
+        q
+    };
+    let txt = query(&[question("10.0.0.3", 16)]);
+    let inside: IpAddr = "10.0.0.2".parse().unwrap();
+    let a = lh.dns_answer_from(&txt, inside).unwrap();
+    assert_eq!(&a[6..8], &[0, 1], "one TXT answer");
+    let cert = sim.nodes[2].cert().clone();
+    let strings = [
+        "Name: node3".to_string(),
+        "Ips: [10.0.0.3/24]".to_string(),
+        "Subnets []".to_string(),
+        format!("Groups [{}]", cert.groups().join(" ")),
+    ];
+    let mut want = Vec::new();
+    for s in &strings {
+        want.push(s.len() as u8);
+        want.extend_from_slice(s.as_bytes());
+    }
+    let body = &a[12 + txt.len() - 12..];
+    assert!(
+        body.windows(want.len()).any(|w| w == want.as_slice()),
+        "{:?}",
+        String::from_utf8_lossy(body)
+    );
+    let text = String::from_utf8_lossy(body);
+    for part in [
+        "NotBefore ".to_string(),
+        " +0000 UTC".to_string(),
+        format!("PublicKey {}", hex::encode(cert.public_key())),
+        "IsCA false".to_string(),
+        format!("Issuer {}", cert.issuer().unwrap()),
+    ] {
+        assert!(text.contains(&part), "{part} missing: {text}");
+    }
+    for from in ["127.0.0.1", "::ffff:10.0.0.9"] {
+        let a = lh.dns_answer_from(&txt, from.parse().unwrap()).unwrap();
+        assert_eq!(&a[6..8], &[0, 1], "{from} may ask");
+    }
+    // From outside the VPN: nothing for the TXT, and nothing after it; an A before it stays.
+    let outside: IpAddr = "192.0.2.50".parse().unwrap();
+    let mixed = query(&[
+        question("node2", 1),
+        question("10.0.0.3", 16),
+        question("node3", 1),
+    ]);
+    let a = lh.dns_answer_from(&mixed, outside).unwrap();
+    assert_eq!(&a[6..8], &[0, 1], "only the A before the refused TXT");
+    assert_eq!(&a[a.len() - 4..], &[10, 0, 0, 2]);
+    let a = lh.dns_answer_from(&mixed, inside).unwrap();
+    assert_eq!(&a[6..8], &[0, 3]);
+    // No tunnel to that VPN IP, or not an IP: no answer.
+    for name in ["10.0.0.9", "node3"] {
+        let a = lh
+            .dns_answer_from(&query(&[question(name, 16)]), inside)
+            .unwrap();
+        assert_eq!(&a[6..8], &[0, 0], "{name}");
+    }
 }
 
 #[test]

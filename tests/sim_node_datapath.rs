@@ -278,10 +278,8 @@ fn outbound_tun_edge_cases() {
     let cases = [
         (std::net::Ipv4Addr::new(10, 0, 0, 1), DropReason::ToSelf),
         (std::net::Ipv4Addr::new(10, 0, 1, 1), DropReason::NoRoute),
-        (
-            std::net::Ipv4Addr::new(10, 0, 0, 255),
-            DropReason::BroadcastOrMulticast,
-        ),
+        // tun.drop_multicast off (the default): routed like any address outside the VPN.
+        (std::net::Ipv4Addr::new(224, 0, 0, 251), DropReason::NoRoute),
     ];
     for (dst, want) in cases {
         let p = meshd::node::ipv4::echo_request(me, dst, 1, 1, b"");
@@ -374,4 +372,98 @@ fn firewall_hook_drop_and_reject() {
     let r = sim.tun_in(1, &with_proto(b, a, 17));
     assert_eq!(r, TunOutcome::Dropped(DropReason::FirewallOutbound));
     assert_eq!(sim.nodes[1].local_tun.len(), 1);
+}
+
+/// `tun.drop_local_broadcast` / `tun.drop_multicast` as 1.6.1 has them: off (the default), the
+/// VPN broadcast address is treated as a peer to handshake with and multicast follows the unsafe
+/// routes; on, both are dropped before any lookup.
+#[test]
+fn drop_local_broadcast_and_multicast_keys() {
+    let mcast = std::net::Ipv4Addr::new(239, 1, 2, 3);
+    let route = |c: &mut meshd::node::NodeConfig| {
+        c.unsafe_routes = vec![meshd::node::UnsafeRoute {
+            route: meshd::node::Ipv4Net::parse_cidr("224.0.0.0/4").unwrap(),
+            via: VpnIp::from(std::net::Ipv4Addr::new(10, 0, 0, 2)),
+            mtu: None,
+        }];
+    };
+    let mut sim = Sim::new(19, Cipher::AesGcm);
+    sim.add_node_with(1, route);
+    sim.add_node(2);
+    let me = sim.nodes[0].vpn_ip;
+    let bcast = std::net::Ipv4Addr::new(10, 0, 0, 255);
+    let p = meshd::node::ipv4::echo_request(me, bcast, 1, 1, b"");
+    assert_eq!(sim.tun_in(0, &p), TunOutcome::Queued);
+    assert!(
+        sim.nodes[0]
+            .node
+            .hostmap()
+            .pending(VpnIp::from(bcast))
+            .is_some(),
+        "1.6.1 starts a handshake towards the broadcast address"
+    );
+    let p = meshd::node::ipv4::echo_request(me, mcast, 1, 2, b"");
+    sim.tun_in(0, &p);
+    sim.run_for(S);
+    assert!(
+        sim.host(0, 1).is_some(),
+        "multicast went to its unsafe route's via"
+    );
+
+    let mut sim = Sim::new(19, Cipher::AesGcm);
+    sim.add_node_with(1, |c| {
+        route(c);
+        c.drop_local_broadcast = true;
+        c.drop_multicast = true;
+    });
+    sim.add_node(2);
+    for dst in [bcast, mcast] {
+        let p = meshd::node::ipv4::echo_request(me, dst, 1, 3, b"");
+        assert_eq!(
+            sim.tun_in(0, &p),
+            TunOutcome::Dropped(DropReason::BroadcastOrMulticast),
+            "{dst}"
+        );
+    }
+    sim.run_for(S);
+    assert!(sim.host(0, 1).is_none(), "nothing was sent towards the via");
+    assert!(sim.nodes[0]
+        .node
+        .hostmap()
+        .pending(VpnIp::from(bcast))
+        .is_none());
+}
+
+/// `tunnels.drop_inactive` / `inactivity_timeout`: a tunnel idle for the timeout is closed (the
+/// peer told with closeTunnel); traffic keeps it; with the key off an idle tunnel stays.
+#[test]
+fn drop_inactive_closes_idle_tunnels_only() {
+    let idle = |drop: bool, ping_every: Option<Duration>| {
+        let mut sim = Sim::new(20, Cipher::AesGcm);
+        sim.add_node_with(1, |c| {
+            c.drop_inactive = drop;
+            c.inactivity_timeout = 30 * S;
+        });
+        sim.add_node(2);
+        assert!(sim.ping_ok(0, 1, 1, 5 * S));
+        for seq in 2..62u16 {
+            if let Some(every) = ping_every {
+                if seq % (every.as_secs() as u16) == 0 {
+                    sim.ping(0, 1, seq);
+                }
+            }
+            sim.run_for(S);
+        }
+        (
+            sim.host(0, 1).is_some(),
+            sim.host(1, 0).is_some(),
+            closed(&sim, 1, CloseReason::PeerClosed),
+        )
+    };
+    let (a, b, told) = idle(true, None);
+    assert!(!a && !b && told, "idle tunnel kept: {a} {b} {told}");
+    let (a, b, _) = idle(true, Some(5 * S));
+    assert!(a && b, "a tunnel with traffic every 5 s was dropped");
+    let (a, b, _) = idle(false, None);
+    assert!(a && b, "tunnels.drop_inactive off dropped an idle tunnel");
 }

@@ -273,7 +273,16 @@ fn routines(r: &mut Reader<'_>) -> usize {
 /// legacy `punch_back`.
 fn punchy(r: &mut Reader<'_>) -> Punchy {
     let nested = matches!(r.get("punchy"), Some(serde_yaml::Value::Mapping(_)));
-    r.know("punchy.punch");
+    // The nested keys exist whatever shape this file uses (the schema is not per file).
+    for key in [
+        "punch",
+        "respond",
+        "delay",
+        "respond_delay",
+        "target_all_remotes",
+    ] {
+        r.know(&format!("punchy.{key}"));
+    }
     let punch = if nested {
         r.bool("punchy.punch", false)
     } else {
@@ -297,7 +306,9 @@ fn punchy(r: &mut Reader<'_>) -> Punchy {
         } else {
             d::PUNCHY_RESPOND_DELAY
         },
-        target_all_remotes: nested && r.bool("punchy.target_all_remotes", false),
+        // Unset keeps 1.6.1's behaviour (every address); newer releases default to false.
+        target_all_remotes: !nested
+            || r.bool("punchy.target_all_remotes", d::PUNCHY_TARGET_ALL_REMOTES),
     }
 }
 

@@ -18,6 +18,7 @@ mod reader;
 mod sections;
 mod services;
 mod source;
+mod support;
 pub mod types;
 
 pub use checks::check_network;
@@ -26,6 +27,7 @@ pub use model::*;
 pub use pki::{check_startup, PkiState, ReadFile, StartupReport};
 pub use reader::{Problem, Warning};
 pub use source::{merge_sources, Source};
+pub use support::{Unsupported, NOT_SUPPORTED};
 pub use types::{Cipher, Host, HostPort, IpNet, LogFormat, LogLevel, LookupNetwork, SendRecvError};
 
 /// A loaded configuration and everything worth telling the operator about it.
@@ -83,6 +85,7 @@ pub fn from_sources(sources: &[Source]) -> Result<Loaded, ConfigError> {
     r.warnings.extend(duplicates);
     let config = build::build(&mut r);
     checks::check_config(&mut r, &config);
+    r.warnings.extend(support::report(&tree));
     let reader::Reader {
         warnings, problems, ..
     } = r;
@@ -100,6 +103,21 @@ pub fn from_sources(sources: &[Source]) -> Result<Loaded, ConfigError> {
         tree,
         sources,
     })
+}
+
+/// Every key path the reader accepts (normalised, `tun.routes[].mtu`), each section's keys
+/// included whatever the file contains. The daemon must consume each one or list it in
+/// [`NOT_SUPPORTED`].
+pub fn accepted_keys() -> Vec<String> {
+    let tree = serde_yaml::Value::Null;
+    let mut r = reader::Reader::new(&tree);
+    let _ = build::build(&mut r);
+    r.asked().iter().cloned().collect()
+}
+
+/// The [`NOT_SUPPORTED`] entry covering `key` (normalised), if any.
+pub fn unsupported_entry(key: &str) -> Option<&'static Unsupported> {
+    support::entry_for(key)
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub mod defaults {
     pub const ROUTINES: i64 = 1;
     pub const PUNCHY_DELAY: Duration = Duration::from_secs(1);
     pub const PUNCHY_RESPOND_DELAY: Duration = Duration::from_secs(5);
+    /// 1.6.1 always punches every address; Nebula 1.7+ defaults `target_all_remotes` to false.
+    pub const PUNCHY_TARGET_ALL_REMOTES: bool = true;
     pub const CIPHER: &str = "aes";
     pub const USE_RELAYS: bool = true;
     pub const TUN_TX_QUEUE: i64 = 500;

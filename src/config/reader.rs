@@ -45,6 +45,8 @@ pub struct Reader<'a> {
     root: &'a Value,
     /// Normalised paths (`tun.routes[].mtu`) of every key the loader looked for.
     known: BTreeSet<String>,
+    /// The subset of `known` asked for by name (not only as the parent of a longer key).
+    asked: BTreeSet<String>,
     /// Normalised paths whose contents are free-form (map keys are data, e.g. CIDRs) or checked
     /// by someone else (firewall rules).
     opaque: BTreeSet<String>,
@@ -58,6 +60,7 @@ impl<'a> Reader<'a> {
         Reader {
             root,
             known: BTreeSet::new(),
+            asked: BTreeSet::new(),
             opaque: BTreeSet::new(),
             warned_shape: BTreeSet::new(),
             warnings: Vec::new(),
@@ -87,7 +90,13 @@ impl<'a> Reader<'a> {
                 self.known.insert(norm[..i].to_string());
             }
         }
+        self.asked.insert(norm.clone());
         self.known.insert(norm);
+    }
+
+    /// Every key path asked for so far (normalised: `tun.routes[].mtu`).
+    pub fn asked(&self) -> &BTreeSet<String> {
+        &self.asked
     }
 
     /// Marks `path` known and everything under it free-form.

@@ -49,7 +49,7 @@ impl DnsServer {
     /// drops what it cannot parse); a full send buffer drops the answer rather than stall the loop.
     pub fn answer(&self, node: &Node, len: usize, from: SocketAddr) {
         let query = &self.buf[..len.min(self.buf.len())];
-        match node.dns_answer(query) {
+        match node.dns_answer_from(query, from.ip()) {
             Ok(reply) => {
                 if let Err(e) = self.socket.try_send_to(&reply, from) {
                     debug!(error = %e, %from, "dns reply not sent");

@@ -33,6 +33,18 @@ pub enum Format {
     Json,
 }
 
+/// `logging.disable_timestamp` / `logging.timestamp_format`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TimeStyle {
+    /// RFC 3339 in UTC (meshd's default; Nebula's empty layout is RFC 3339 too).
+    #[default]
+    Default,
+    /// No timestamp at all.
+    Off,
+    /// A Go layout, rendered in local time as logrus does.
+    Layout(super::logtime::GoLayout),
+}
+
 /// A config value that is not a level or format name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {value:?} is not one of {allowed}")]
@@ -112,7 +124,7 @@ impl Level {
 type LevelLayer = reload::Layer<LevelFilter, Registry>;
 type Filtered = Layered<LevelLayer, Registry>;
 type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
-type Factory = dyn Fn(Format) -> BoxedLayer + Send + Sync;
+type Factory = dyn Fn(Format, &TimeStyle) -> BoxedLayer + Send + Sync;
 
 /// Changes level and format of the installed subscriber (reload).
 #[derive(Clone)]
@@ -120,6 +132,7 @@ pub struct LogHandle {
     level: reload::Handle<LevelFilter, Registry>,
     format: reload::Handle<BoxedLayer, Filtered>,
     current: Arc<Mutex<(Level, Format)>>,
+    time: Arc<Mutex<TimeStyle>>,
     factory: Arc<Factory>,
 }
 
@@ -132,8 +145,9 @@ impl fmt::Debug for LogHandle {
 }
 
 /// Installs the global subscriber writing to stderr. Call once, at start-up.
-pub fn init(level: Level, format: Format) -> anyhow::Result<LogHandle> {
+pub fn init(level: Level, format: Format, time: TimeStyle) -> anyhow::Result<LogHandle> {
     let (subscriber, handle) = build(level, format, std::io::stderr);
+    handle.set_time(time)?;
     tracing::subscriber::set_global_default(subscriber).context("installing the logger")?;
     Ok(handle)
 }
@@ -147,15 +161,17 @@ pub fn build<W>(
 where
     W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
 {
-    let factory: Arc<Factory> = Arc::new(move |format| make_layer(format, writer.clone()));
+    let factory: Arc<Factory> =
+        Arc::new(move |format, time| make_layer(format, time, writer.clone()));
     let (level_layer, level_handle) = reload::Layer::new(level.filter());
-    let (format_layer, format_handle) = reload::Layer::new(factory(format));
+    let (format_layer, format_handle) = reload::Layer::new(factory(format, &TimeStyle::Default));
     let subscriber = Registry::default().with(level_layer).with(format_layer);
     let current = Arc::new(Mutex::new((level, format)));
     let handle = LogHandle {
         level: level_handle,
         format: format_handle,
         current,
+        time: Arc::new(Mutex::new(TimeStyle::Default)),
         factory,
     };
     (subscriber, handle)
@@ -172,8 +188,9 @@ impl LogHandle {
     pub fn apply(&self, level: Level, format: Format) -> anyhow::Result<()> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if cur.1 != format {
+            let time = self.time.lock().unwrap_or_else(|p| p.into_inner()).clone();
             self.format
-                .reload((self.factory)(format))
+                .reload((self.factory)(format, &time))
                 .context("changing logging.format")?;
             cur.1 = format;
         }
@@ -182,6 +199,18 @@ impl LogHandle {
                 .reload(level.filter())
                 .context("changing logging.level")?;
             cur.0 = level;
+        }
+        Ok(())
+    }
+
+    /// Applies `logging.disable_timestamp` / `timestamp_format` (reloadable, as in Nebula).
+    pub fn set_time(&self, time: TimeStyle) -> anyhow::Result<()> {
+        let mut cur = self.time.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != time {
+            self.format
+                .reload((self.factory)(self.current().1, &time))
+                .context("changing logging.timestamp_format")?;
+            *cur = time;
         }
         Ok(())
     }
@@ -197,16 +226,24 @@ impl LogHandle {
     }
 }
 
-fn make_layer<W>(format: Format, writer: W) -> BoxedLayer
+fn make_layer<W>(format: Format, time: &TimeStyle, writer: W) -> BoxedLayer
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let base = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false);
-    match format {
-        Format::Text => base.boxed(),
-        Format::Json => base.json().flatten_event(true).boxed(),
+    match (format, time) {
+        (Format::Text, TimeStyle::Default) => base.boxed(),
+        (Format::Text, TimeStyle::Off) => base.without_time().boxed(),
+        (Format::Text, TimeStyle::Layout(l)) => base.with_timer(l.clone()).boxed(),
+        (Format::Json, TimeStyle::Default) => base.json().flatten_event(true).boxed(),
+        (Format::Json, TimeStyle::Off) => base.json().flatten_event(true).without_time().boxed(),
+        (Format::Json, TimeStyle::Layout(l)) => base
+            .json()
+            .flatten_event(true)
+            .with_timer(l.clone())
+            .boxed(),
     }
 }
 
@@ -293,5 +330,47 @@ mod tests {
             );
             assert_eq!(handle.current(), (Level::Debug, Format::Json));
         });
+    }
+
+    /// `logging.disable_timestamp` and `logging.timestamp_format` in both formats.
+    #[test]
+    fn timestamp_keys_shape_every_line() {
+        let layout = super::super::logtime::GoLayout::parse("2006/01/02 15h04");
+        let date = |s: &str| {
+            let b = s.as_bytes();
+            b.len() >= 16
+                && b[..4].iter().all(u8::is_ascii_digit)
+                && b[4] == b'/'
+                && b[7] == b'/'
+                && b[13] == b'h'
+        };
+        for format in [Format::Text, Format::Json] {
+            let out = Capture::default();
+            let (subscriber, handle) = build(Level::Info, format, out.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!("default");
+                let line = out.take();
+                assert!(line.contains("20") && !date(&line), "{line}");
+
+                handle.set_time(TimeStyle::Off).unwrap();
+                tracing::info!("bare");
+                let line = out.take();
+                match format {
+                    Format::Text => assert!(line.trim_start().starts_with("INFO"), "{line}"),
+                    Format::Json => assert!(!line.contains("timestamp"), "{line}"),
+                }
+
+                handle.set_time(TimeStyle::Layout(layout.clone())).unwrap();
+                tracing::info!("laid out");
+                let line = out.take();
+                match format {
+                    Format::Text => assert!(date(&line), "{line}"),
+                    Format::Json => {
+                        let at = line.find("\"timestamp\":\"").expect("timestamp field") + 13;
+                        assert!(date(&line[at..]), "{line}");
+                    }
+                }
+            });
+        }
     }
 }

@@ -7,8 +7,11 @@ pub mod batch;
 pub mod control;
 pub mod dns;
 pub mod entropy;
+#[cfg(test)]
+mod key_coverage;
 pub mod local_addrs;
 pub mod logging;
+pub mod logtime;
 pub mod metrics;
 pub mod notify;
 pub mod offload;
@@ -17,5 +20,6 @@ pub mod routes;
 pub mod run;
 pub mod setup;
 pub mod signals;
+pub mod system_routes;
 pub mod tun;
 pub mod udp;

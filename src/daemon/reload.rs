@@ -28,6 +28,7 @@ pub struct Fixed {
     batch: usize,
     control_socket: std::path::PathBuf,
     metrics: Option<super::metrics::MetricsSettings>,
+    use_system_route_table: bool,
 }
 
 impl Fixed {
@@ -39,6 +40,7 @@ impl Fixed {
             batch: plan.batch,
             control_socket: plan.control.socket.clone(),
             metrics: plan.control.metrics.clone(),
+            use_system_route_table: plan.use_system_route_table,
         }
     }
 
@@ -54,10 +56,14 @@ impl Fixed {
         }
         let same_addr = (new.udp.host, new.udp.port) == (self.udp.host, self.udp.port);
         if same_addr
-            && (new.udp.read_buffer, new.udp.write_buffer)
-                != (self.udp.read_buffer, self.udp.write_buffer)
+            && (new.udp.read_buffer, new.udp.write_buffer, new.udp.so_mark)
+                != (
+                    self.udp.read_buffer,
+                    self.udp.write_buffer,
+                    self.udp.so_mark,
+                )
         {
-            keys.push("listen buffers");
+            keys.push("listen buffers/so_mark");
         }
         if new.batch != self.batch {
             keys.push("listen.batch");
@@ -83,6 +89,9 @@ impl Fixed {
         }
         if new.metrics != self.metrics {
             keys.push("stats");
+        }
+        if new.use_system_route_table != self.use_system_route_table {
+            keys.push("tun.use_system_route_table");
         }
         keys
     }
@@ -170,6 +179,7 @@ pub fn apply(
     );
     // Only fails if the subscriber is gone, in which case there is nothing to log to anyway.
     log.apply(plan.log_level, plan.log_format)?;
+    log.set_time(plan.log_time)?;
     Ok(Summary {
         node: reloaded,
         restart_keys,
@@ -221,6 +231,7 @@ mod tests {
             issuer: issuer.fingerprint().to_string(),
             issuer_name: issuer.name().to_string(),
             not_after,
+            cert: None,
         }
     }
 

@@ -63,7 +63,7 @@ pub fn main(config: &Path) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async {
         let plan = setup::load(config, unix_now_secs())?;
-        let log = logging::init(plan.log_level, plan.log_format)?;
+        let log = logging::init(plan.log_level, plan.log_format, plan.log_time.clone())?;
         let mut daemon = Daemon::start(plan, log)?;
         daemon.config_path = Some(config.to_path_buf());
         daemon.run().await
@@ -93,8 +93,20 @@ enum Wake {
     Tun(std::io::Result<usize>),
     Dns(std::io::Result<(usize, std::net::SocketAddr)>),
     Control(Option<control::Request>),
+    /// A SIGHUP's configuration finished loading (off the loop: files and DNS may be slow).
+    Loaded(Box<anyhow::Result<Plan>>),
+    /// A `static_map.cadence` re-resolution finished (generation, addresses, warnings).
+    Resolved(Resolution),
+    /// `tun.use_system_route_table`: the kernel's gateway routes on our device changed.
+    SystemRoutes,
     Timer,
 }
+
+type Resolution = (u64, StaticMap, Vec<String>);
+type StaticMap = std::collections::BTreeMap<crate::node::VpnIp, Vec<std::net::SocketAddr>>;
+
+/// Shortest `static_map.cadence` honoured, so a zero cannot spin the loop.
+const MIN_CADENCE: Duration = Duration::from_secs(1);
 
 /// The running daemon: the node plus every OS resource it is driven by.
 pub struct Daemon {
@@ -123,6 +135,20 @@ pub struct Daemon {
     ctl: ControlState,
     /// Sum of the node's drop counters at the last report.
     last_drops: u64,
+    /// A reload's `setup::load` running on a blocking thread, so a slow resolver for a
+    /// `static_host_map` name delays only the reload, never the tunnels.
+    /// (A thread per reload rather than tokio's blocking pool: nothing lingers after it.)
+    loading: Option<tokio::sync::oneshot::Receiver<anyhow::Result<Plan>>>,
+    /// `static_host_map` names and `static_map.*`, re-resolved every cadence on a thread.
+    static_resolve: setup::StaticResolve,
+    next_resolve: Instant,
+    resolving: Option<tokio::sync::oneshot::Receiver<Resolution>>,
+    /// Bumped by each reload, so a resolution started under the old map is dropped.
+    resolve_gen: u64,
+    /// `reload` requests on the control socket, answered when the running load finishes.
+    reload_waiters: Vec<tokio::sync::oneshot::Sender<Reply>>,
+    /// `tun.use_system_route_table` watcher (restart-only, as in Nebula).
+    system_routes: Option<tokio::sync::watch::Receiver<super::system_routes::SystemRoutes>>,
 }
 
 impl Daemon {
@@ -139,6 +165,13 @@ impl Daemon {
             Some(t) => Some(routes::install(t.index(), &plan.routes.routes)?),
             None => None,
         };
+        let system_routes = match (&tun, plan.use_system_route_table) {
+            (Some(t), true) => Some(
+                super::system_routes::watch_routes(t.index(), plan.identity.vpn_net)
+                    .context("tun.use_system_route_table")?,
+            ),
+            _ => None,
+        };
         let udp = UdpSocket::bind(&plan.udp)?;
         let fixed = Fixed::of(&plan);
         plan.node.listen_port = udp.local_addr().port();
@@ -148,6 +181,7 @@ impl Daemon {
         let ctl = ControlState::start(plan.control.clone(), now)?;
         let (batch, local_interfaces) = (plan.batch, std::mem::take(&mut plan.local_interfaces));
         let tun_mtu = plan.tun.as_ref().map(|s| usize::from(s.mtu));
+        let static_resolve = plan.static_resolve.clone();
         let mut node = build_node(plan, now, unix_now_nanos())?;
         let mut local_addrs = LocalAddrs::new(local_interfaces);
         local_addrs.refresh(&mut node, now);
@@ -206,6 +240,13 @@ impl Daemon {
             last_reload: None,
             ctl,
             last_drops: 0,
+            loading: None,
+            next_resolve: now + static_resolve.cadence.max(MIN_CADENCE),
+            static_resolve,
+            resolving: None,
+            resolve_gen: 0,
+            reload_waiters: Vec::new(),
+            system_routes,
         })
     }
 
@@ -227,6 +268,9 @@ impl Daemon {
                 Wake::Dns(Err(e)) => debug!(error = %e, "dns receive failed"),
                 Wake::Control(Some(req)) => self.on_control(req),
                 Wake::Control(None) => {}
+                Wake::Loaded(plan) => self.finish_reload(*plan),
+                Wake::Resolved(r) => self.on_resolved(r),
+                Wake::SystemRoutes => self.on_system_routes(),
                 Wake::Timer => self.on_timer(),
             }
             self.drain_outputs().await;
@@ -236,11 +280,14 @@ impl Daemon {
     /// Sleeps until a batch, a signal or the next deadline. Every branch is cancel-safe.
     async fn wait(&mut self) -> Wake {
         let now = Instant::now();
-        let deadline = self
+        let mut deadline = self
             .node
             .poll_timeout()
             .unwrap_or(now + MAX_SLEEP)
             .min(self.next_sweep);
+        if self.static_resolve.has_names() {
+            deadline = deadline.min(self.next_resolve);
+        }
         let Daemon {
             udp,
             tun,
@@ -249,9 +296,15 @@ impl Daemon {
             tun_in,
             dns,
             ctl,
+            loading,
+            resolving,
+            system_routes,
             ..
         } = self;
         tokio::select! {
+            _ = routes_changed(system_routes) => Wake::SystemRoutes,
+            p = loaded(loading) => Wake::Loaded(Box::new(p)),
+            r = resolved(resolving) => Wake::Resolved(r),
             s = signals.recv() => Wake::Signal(s),
             r = udp.recv_batch(udp_in) => Wake::Udp(r),
             r = tun_recv(tun.as_ref().map(Tun::queue), tun_in) => Wake::Tun(r),
@@ -268,12 +321,37 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: all or nothing. A config that fails any check changes nothing; the failure is
-    /// logged and shown in `STATUS=` until the next reload.
+    /// SIGHUP: starts loading the configuration on a blocking thread; the loop keeps moving
+    /// packets meanwhile and applies the result in [`Daemon::finish_reload`]. A SIGHUP while a
+    /// load is running is logged and dropped: that load already reads the current files.
     fn reload(&mut self) {
+        if self.loading.is_some() {
+            info!("SIGHUP received while a reload is still loading; ignored");
+            return;
+        }
         info!("SIGHUP received: reloading the configuration");
         let _ = self.notifier.reloading();
-        let outcome = self.try_reload();
+        let Some(path) = self.config_path.clone() else {
+            self.finish_reload(Err(anyhow::anyhow!("no configuration path to reload from")));
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("meshd-reload".into())
+            .spawn(move || {
+                let _ = tx.send(setup::load(&path, unix_now_secs()));
+            });
+        match spawned {
+            Ok(_) => self.loading = Some(rx),
+            Err(e) => self.finish_reload(Err(e).context("starting the reload thread")),
+        }
+    }
+
+    /// All or nothing: a config that fails any check changes nothing; the failure is logged and
+    /// shown in `STATUS=` until the next reload.
+    fn finish_reload(&mut self, plan: anyhow::Result<Plan>) {
+        self.loading = None;
+        let outcome = plan.and_then(|p| self.try_reload(p));
         let line = match outcome {
             Ok((summary, pki)) => {
                 info!("{summary}");
@@ -287,18 +365,17 @@ impl Daemon {
                 msg
             }
         };
+        for waiter in self.reload_waiters.drain(..) {
+            let _ = waiter.send(ControlState::reload_reply(Some(&line)));
+        }
         self.last_reload = Some(line);
         let _ = self.notifier.ready();
         self.send_status();
     }
 
-    fn try_reload(&mut self) -> anyhow::Result<(String, control::PkiView)> {
-        let path = self
-            .config_path
-            .as_deref()
-            .context("no configuration path to reload from")?;
+    fn try_reload(&mut self, mut plan: Plan) -> anyhow::Result<(String, control::PkiView)> {
         let unix_now = unix_now_secs();
-        let mut plan = setup::load(path, unix_now)?;
+        let static_resolve = plan.static_resolve.clone();
         // The socket stays bound where it is (a listen change is reported by `Fixed`), so the
         // node keeps advertising the port actually bound, also for `listen.port: 0`.
         plan.node.listen_port = self.udp.local_addr().port();
@@ -317,6 +394,11 @@ impl Daemon {
         for ip in &summary.node.disconnected {
             info!(vpn_ip = %ip, "peer no longer accepted by the new pki: tunnel closed");
         }
+        // The reload resolved the new map just now; re-resolution restarts from it.
+        self.resolve_gen += 1;
+        self.resolving = None;
+        self.next_resolve = Instant::now() + static_resolve.cadence.max(MIN_CADENCE);
+        self.static_resolve = static_resolve;
         Ok((summary.describe(), pki))
     }
 
@@ -326,6 +408,11 @@ impl Daemon {
         let reply = match req.cmd {
             Command::Reload => {
                 self.reload();
+                if self.loading.is_some() {
+                    // Answered by `finish_reload` once the load running off the loop is done.
+                    self.reload_waiters.push(req.reply);
+                    return;
+                }
                 ControlState::reload_reply(self.last_reload.as_deref())
             }
             Command::Metrics => Reply::Metrics(Box::new(self.ctl.snapshot(&mut self.node))),
@@ -412,9 +499,67 @@ impl Daemon {
         }
     }
 
+    /// `static_map.cadence`: resolves the names again on a thread of its own (a slow resolver
+    /// never holds up the loop); the answer arrives as [`Wake::Resolved`].
+    fn start_resolve(&mut self, now: Instant) {
+        self.next_resolve = now + self.static_resolve.cadence.max(MIN_CADENCE);
+        if self.resolving.is_some() || !self.static_resolve.has_names() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (spec, generation) = (self.static_resolve.clone(), self.resolve_gen);
+        let spawned = std::thread::Builder::new()
+            .name("meshd-static-map".into())
+            .spawn(move || {
+                let mut warnings = Vec::new();
+                let map = setup::resolve_static(&spec, &mut warnings);
+                let _ = tx.send((generation, map, warnings));
+            });
+        match spawned {
+            Ok(_) => self.resolving = Some(rx),
+            Err(e) => warn!(error = %e, "cannot start static_host_map re-resolution"),
+        }
+    }
+
+    fn on_system_routes(&mut self) {
+        let Some(rx) = &mut self.system_routes else {
+            return;
+        };
+        let routes: Vec<crate::node::UnsafeRoute> = rx
+            .borrow_and_update()
+            .iter()
+            .map(|(route, via)| crate::node::UnsafeRoute {
+                route: *route,
+                via: crate::node::VpnIp::from(*via),
+                mtu: None,
+            })
+            .collect();
+        info!(
+            routes = routes.len(),
+            "unsafe routes from the system route table"
+        );
+        self.node.set_system_routes(routes);
+    }
+
+    fn on_resolved(&mut self, (generation, map, warnings): Resolution) {
+        self.resolving = None;
+        if generation != self.resolve_gen {
+            return;
+        }
+        for w in &warnings {
+            debug!("{w}");
+        }
+        if self.node.set_static_host_map(map) {
+            info!("static_host_map names resolved to new addresses");
+        }
+    }
+
     fn on_timer(&mut self) {
         let now = Instant::now();
         self.node.handle_timeout(now);
+        if self.static_resolve.has_names() && now >= self.next_resolve {
+            self.start_resolve(now);
+        }
         if now >= self.next_sweep {
             self.node.expire_filter(now);
             if let Some(drops) = self.node.filter_mut().drop_report() {
@@ -506,6 +651,47 @@ fn write_tun(tun: Option<&Tun>, out: &mut Coalescer) {
             }
         }
         None => out.clear(),
+    }
+}
+
+/// The loading reload's result, or never completes when none is loading.
+async fn loaded(
+    loading: &mut Option<tokio::sync::oneshot::Receiver<anyhow::Result<Plan>>>,
+) -> anyhow::Result<Plan> {
+    match loading {
+        Some(rx) => match rx.await {
+            Ok(plan) => plan,
+            Err(_) => Err(anyhow::anyhow!("the reload thread ended without a result")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The route watcher saw a change, or never completes without one (or once it is gone).
+async fn routes_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<super::system_routes::SystemRoutes>>,
+) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A finished re-resolution, or never completes when none is running.
+async fn resolved(
+    resolving: &mut Option<tokio::sync::oneshot::Receiver<Resolution>>,
+) -> Resolution {
+    match resolving {
+        Some(rx) => match rx.await {
+            Ok(r) => r,
+            // The thread died without answering: an out-of-date generation is ignored.
+            Err(_) => (u64::MAX, StaticMap::new(), Vec::new()),
+        },
+        None => std::future::pending().await,
     }
 }
 

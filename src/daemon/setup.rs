@@ -4,7 +4,8 @@
 //! operator (anyhow).
 //!
 //! Owns only this mapping. Must not open sockets, devices or routes (that is `run`), and must not
-//! make protocol decisions. The one side effect is DNS resolution of `static_host_map` names.
+//! make protocol decisions. The one side effect is DNS resolution of `static_host_map` names
+//! (bounded by `static_map.lookup_timeout`; the daemon runs reloads off its event loop).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -13,7 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::control::{self, PkiView};
-use super::logging::{Format, Level};
+use super::logging::{Format, Level, TimeStyle};
 use super::metrics::MetricsSettings;
 use super::routes::{self, RoutePlan, RouteSpec};
 use super::tun::TunSettings;
@@ -41,12 +42,18 @@ pub struct Plan {
     pub local: LocalIdentity,
     pub log_level: Level,
     pub log_format: Format,
+    /// `logging.disable_timestamp` / `logging.timestamp_format`.
+    pub log_time: TimeStyle,
     /// Non-fatal findings (config warnings, unresolvable static hosts) to log once logging is up.
     pub warnings: Vec<String>,
     /// `local_allow_list.interfaces` rules, applied by `local_addrs` before the node sees them.
     pub local_interfaces: Vec<(regex::Regex, bool)>,
     /// Where to serve `lighthouse.serve_dns` (only when also `am_lighthouse`).
     pub dns: Option<DnsListen>,
+    /// `static_host_map` names to re-resolve every `static_map.cadence`.
+    pub static_resolve: StaticResolve,
+    /// `tun.use_system_route_table`: watch the kernel table for unsafe routes.
+    pub use_system_route_table: bool,
     /// The control socket, the certificates it shows, and the Prometheus exposition.
     pub control: ControlPlan,
 }
@@ -114,13 +121,14 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
         routes,
         udp: udp_settings(c),
         batch: c.listen.batch.clamp(1, 1024),
-        firewall: firewall_config(c),
+        firewall: firewall_config(c, &pki.cert),
         local,
         log_level: log_level(c.logging.level),
         log_format: match c.logging.format {
             LogFormat::Text => Format::Text,
             LogFormat::Json => Format::Json,
         },
+        log_time: log_time(c),
         warnings,
         local_interfaces: c
             .lighthouse
@@ -142,6 +150,8 @@ pub fn plan(c: &Config, pki: PkiState) -> anyhow::Result<Plan> {
             },
             metrics: metrics_settings(c)?,
         },
+        static_resolve: static_resolve(c),
+        use_system_route_table: c.tun.use_system_route_table,
     })
 }
 
@@ -187,7 +197,7 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         },
         handshake_try_interval: c.handshakes.try_interval,
         handshake_retries: c.handshakes.retries,
-        static_host_map: static_host_map(c, warnings),
+        static_host_map: resolve_static(&static_resolve(c), warnings),
         send_recv_error: recv_error_mode(c.listen.send_recv_error),
         accept_recv_error: recv_error_mode(c.listen.accept_recv_error),
         tun_disabled: c.tun.disabled,
@@ -221,6 +231,15 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         // Replaced by the bound port once the socket is open (`listen.port: 0`).
         listen_port: c.listen.port,
         serve_dns: c.lighthouse.serve_dns && c.lighthouse.am_lighthouse,
+        drop_local_broadcast: c.tun.drop_local_broadcast,
+        drop_multicast: c.tun.drop_multicast,
+        try_promote_every: c.counters.try_promote,
+        requery_every_packets: c.counters.requery_every_packets,
+        punch_target_all_remotes: c.punchy.target_all_remotes,
+        drop_inactive: c.tunnels.drop_inactive,
+        inactivity_timeout: c.tunnels.inactivity_timeout,
+        requery_wait: c.timers.requery_wait,
+        calculated_remotes: calculated_remotes(c, warnings),
         ..NodeConfig::default()
     }
 }
@@ -254,6 +273,63 @@ fn advertise_addrs(c: &Config, warnings: &mut Vec<String>) -> Vec<SocketAddr> {
     out
 }
 
+/// What re-resolving `static_host_map` needs (`static_map.*`); the daemon repeats it every
+/// `cadence` off its event loop when any entry is a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticResolve {
+    pub hosts: Vec<config::StaticHost>,
+    pub network: config::LookupNetwork,
+    pub lookup_timeout: std::time::Duration,
+    pub cadence: std::time::Duration,
+}
+
+impl StaticResolve {
+    /// Whether any entry is a DNS name (only then is there anything to re-resolve).
+    pub fn has_names(&self) -> bool {
+        self.hosts
+            .iter()
+            .flat_map(|h| &h.addrs)
+            .any(|hp| matches!(hp.host, Host::Name(_)))
+    }
+}
+
+fn static_resolve(c: &Config) -> StaticResolve {
+    StaticResolve {
+        hosts: c.static_host_map.clone(),
+        network: c.static_map.network,
+        lookup_timeout: c.static_map.lookup_timeout,
+        cadence: c.static_map.cadence,
+    }
+}
+
+/// `lighthouse.calculated_remotes`: IPv4 VPN ranges with IPv4 masks (1.6.1's VPN is IPv4).
+fn calculated_remotes(
+    c: &Config,
+    warnings: &mut Vec<String>,
+) -> Vec<(node::Ipv4Net, Vec<node::CalculatedRemote>)> {
+    let mut out = Vec::new();
+    for (range, entries) in &c.lighthouse.calculated_remotes {
+        let IpNet::V4(range) = range else {
+            warnings.push(format!(
+                "lighthouse.calculated_remotes: {range} is not an IPv4 VPN range; ignored"
+            ));
+            continue;
+        };
+        let mut list = Vec::new();
+        for e in entries {
+            match e.mask {
+                IpNet::V4(mask) => list.push(node::CalculatedRemote { mask, port: e.port }),
+                IpNet::V6(..) => warnings.push(format!(
+                    "lighthouse.calculated_remotes.{range}: IPv6 mask {} ignored",
+                    e.mask
+                )),
+            }
+        }
+        out.push((*range, list));
+    }
+    out
+}
+
 /// `lighthouse.remote_allow_ranges`: only IPv4 VPN ranges can match a VPN IP in 1.6.1.
 fn remote_allow_ranges(
     c: &Config,
@@ -282,22 +358,107 @@ fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-/// `static_host_map` with DNS names resolved now (IPv4 and IPv6). A name that does not resolve
-/// is a warning, as in Nebula, not a start-up failure.
-fn static_host_map(c: &Config, warnings: &mut Vec<String>) -> BTreeMap<VpnIp, Vec<SocketAddr>> {
+/// `static_host_map` with DNS names resolved now: every name at once, each on its own thread,
+/// all given up after `static_map.lookup_timeout`, keeping the `static_map.network` family. A
+/// name that does not resolve in time is a warning, as in Nebula, not a start-up failure.
+pub fn resolve_static(
+    s: &StaticResolve,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<VpnIp, Vec<SocketAddr>> {
+    let names: Vec<&str> = s
+        .hosts
+        .iter()
+        .flat_map(|h| &h.addrs)
+        .filter_map(|hp| match &hp.host {
+            Host::Name(n) => Some(n.as_str()),
+            Host::Ip(_) => None,
+        })
+        .collect();
+    let resolved = resolve_names(&names, s.lookup_timeout);
     let mut map = BTreeMap::new();
-    for host in &c.static_host_map {
+    for host in &s.hosts {
         let mut addrs = Vec::new();
         for hp in &host.addrs {
-            match resolve(&hp.host, hp.port) {
-                Ok(found) => addrs.extend(found),
-                Err(e) => warnings.push(format!("static_host_map {}: {e}", host.vpn_ip)),
+            match &hp.host {
+                Host::Ip(ip) => addrs.push(SocketAddr::new(*ip, hp.port)),
+                Host::Name(name) => match resolved.get(name.as_str()) {
+                    Some(Ok(ips)) => {
+                        let kept: Vec<SocketAddr> = ips
+                            .iter()
+                            .filter(|ip| in_network(**ip, s.network))
+                            .map(|ip| SocketAddr::new(*ip, hp.port))
+                            .collect();
+                        if kept.is_empty() {
+                            warnings.push(format!(
+                                "static_host_map {}: {name} has no address of static_map.network {:?}",
+                                host.vpn_ip, s.network
+                            ));
+                        }
+                        addrs.extend(kept);
+                    }
+                    Some(Err(e)) => warnings.push(format!("static_host_map {}: {e}", host.vpn_ip)),
+                    None => warnings.push(format!(
+                        "static_host_map {}: cannot resolve {name}: no answer within \
+                         static_map.lookup_timeout ({:?})",
+                        host.vpn_ip, s.lookup_timeout
+                    )),
+                },
             }
         }
         addrs.dedup();
         map.insert(VpnIp::from(host.vpn_ip), addrs);
     }
     map
+}
+
+fn in_network(ip: std::net::IpAddr, network: config::LookupNetwork) -> bool {
+    match network {
+        config::LookupNetwork::Ip4 => ip.is_ipv4(),
+        config::LookupNetwork::Ip6 => ip.is_ipv6(),
+        config::LookupNetwork::Ip => true,
+    }
+}
+
+/// Resolves every distinct name in parallel, waiting at most `timeout` in all. A name missing
+/// from the result did not answer in time; its thread ends whenever the resolver gives up (the
+/// system resolver cannot be cancelled), holding nothing but its own answer.
+fn resolve_names(
+    names: &[&str],
+    timeout: std::time::Duration,
+) -> BTreeMap<String, Result<Vec<std::net::IpAddr>, String>> {
+    let mut out = BTreeMap::new();
+    if timeout.is_zero() {
+        return out;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut asked = std::collections::BTreeSet::new();
+    for name in names.iter().copied().filter(|n| asked.insert(*n)) {
+        let (tx, owned) = (tx.clone(), name.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("meshd-resolve".into())
+            .spawn(move || {
+                let found = (owned.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
+                    .map_err(|e| format!("cannot resolve {owned}: {e}"));
+                let _ = tx.send((owned, found));
+            });
+        if let Err(e) = spawned {
+            out.insert(name.to_string(), Err(format!("cannot resolve {name}: {e}")));
+        }
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + timeout;
+    while out.len() < asked.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((name, found)) => {
+                out.insert(name, found);
+            }
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 /// `tun.mtu`, `tun.routes` MTUs and `tun.unsafe_routes` for the node's next-hop lookup.
@@ -379,13 +540,15 @@ fn udp_settings(c: &Config) -> UdpSettings {
         write_buffer: c.listen.write_buffer as usize,
         reuse_port: false,
         offloads: c.listen.udp_offloads,
+        so_mark: c.listen.so_mark,
     }
 }
 
-fn firewall_config(c: &Config) -> FirewallConfig {
+fn firewall_config(c: &Config, cert: &crate::cert::NebulaCertificate) -> FirewallConfig {
+    let local = default_local_cidrs(c, cert);
     FirewallConfig {
-        inbound: c.firewall.inbound.clone(),
-        outbound: c.firewall.outbound.clone(),
+        inbound: with_default_local_cidr(&c.firewall.inbound, &local),
+        outbound: with_default_local_cidr(&c.firewall.outbound, &local),
         inbound_action: c.firewall.inbound_action,
         outbound_action: c.firewall.outbound_action,
         timeouts: ConntrackTimeouts {
@@ -395,6 +558,59 @@ fn firewall_config(c: &Config) -> FirewallConfig {
         },
         conntrack_capacity: c.firewall.conntrack.max_connections,
     }
+}
+
+/// logrus: `disable_timestamp` wins; an empty layout keeps the default timestamp.
+fn log_time(c: &Config) -> TimeStyle {
+    if c.logging.disable_timestamp {
+        TimeStyle::Off
+    } else if c.logging.timestamp_format.is_empty() {
+        TimeStyle::Default
+    } else {
+        TimeStyle::Layout(super::logtime::GoLayout::parse(&c.logging.timestamp_format))
+    }
+}
+
+/// `firewall.default_local_cidr_any: false` (Nebula 1.9+): on a host whose certificate carries
+/// unsafe networks, a rule without `local_cidr` covers only the certificate's VPN networks. `None`
+/// when rules without it cover every local address (the key true, meshd's and 1.6.1's default,
+/// or no unsafe networks).
+fn default_local_cidrs(
+    c: &Config,
+    cert: &crate::cert::NebulaCertificate,
+) -> Option<Vec<crate::firewall::CidrSpec>> {
+    if c.firewall.default_local_cidr_any || cert.subnets().is_empty() {
+        return None;
+    }
+    Some(
+        cert.ips()
+            .iter()
+            .map(|n| crate::firewall::CidrSpec::V4(*n))
+            .collect(),
+    )
+}
+
+/// Each rule without `local_cidr` once per default local network (same rule otherwise).
+fn with_default_local_cidr(
+    rules: &[crate::firewall::Rule],
+    local: &Option<Vec<crate::firewall::CidrSpec>>,
+) -> Vec<crate::firewall::Rule> {
+    let Some(nets) = local else {
+        return rules.to_vec();
+    };
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in rules {
+        if rule.local_cidr.is_some() {
+            out.push(rule.clone());
+            continue;
+        }
+        for net in nets {
+            let mut r = rule.clone();
+            r.local_cidr = Some(*net);
+            out.push(r);
+        }
+    }
+    out
 }
 
 fn log_level(l: LogLevel) -> Level {
@@ -518,6 +734,67 @@ pub(crate) mod tests {
         assert_eq!(plan.firewall.timeouts.tcp.as_secs(), 60);
         assert!(plan.local.handles(Ipv4Addr::new(192, 168, 77, 9)));
         assert!(!plan.local.handles(Ipv4Addr::new(10, 9, 0, 6)));
+    }
+
+    /// One place for defaults: the node settings setup derives from a config that sets nothing
+    /// equal `NodeConfig::default()` (which takes its values from `config::defaults`), so the
+    /// sims and the daemon run with the same defaults.
+    #[test]
+    fn empty_config_gives_the_node_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, pki_for(dir.path())).unwrap();
+        let mut plan = load(&cfg, now()).unwrap();
+        // The port the socket is bound to replaces this at start-up either way.
+        plan.node.listen_port = NodeConfig::default().listen_port;
+        assert_eq!(
+            format!("{:#?}", plan.node),
+            format!("{:#?}", NodeConfig::default())
+        );
+    }
+
+    /// `firewall.default_local_cidr_any`: true (meshd's and 1.6.1's default) lets a rule
+    /// without `local_cidr` cover the certificate's unsafe network; false (Nebula 1.9+'s
+    /// default) limits it to the VPN network, while an explicit `local_cidr` still works.
+    #[test]
+    fn default_local_cidr_any_decides_what_rules_without_local_cidr_cover() {
+        use crate::firewall::{Direction, Firewall, Peer};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.yml");
+        let pki = pki_for(dir.path());
+        let verdicts = |any: bool| {
+            let mut yaml = pki.clone();
+            yaml.push_str(&format!(
+                "firewall: {{default_local_cidr_any: {any}, outbound: [{{port: any, proto: any, host: any}}], \
+                 inbound: [{{port: any, proto: icmp, host: any}}, \
+                 {{port: any, proto: any, host: any, local_cidr: 192.168.77.200/32}}]}}\n"
+            ));
+            std::fs::write(&cfg, yaml).unwrap();
+            let plan = load(&cfg, now()).unwrap();
+            let mut fw = Firewall::new(plan.firewall, plan.local);
+            let peer_ip = Ipv4Addr::new(10, 9, 0, 1);
+            let peer = Peer {
+                vpn_ip: peer_ip,
+                name: "p",
+                groups: &[],
+                issuer: "",
+                ca_name: None,
+                ips: &[peer_ip],
+                subnets: &[],
+            };
+            let mut allowed = |dst: [u8; 4]| {
+                let p = crate::node::ipv4::echo_request(peer_ip, Ipv4Addr::from(dst), 1, 1, b"x");
+                fw.check_packet(&p, Direction::Inbound, &peer, std::time::Instant::now())
+                    .is_allow()
+            };
+            (
+                allowed([10, 9, 0, 5]),
+                allowed([192, 168, 77, 9]),
+                allowed([192, 168, 77, 200]),
+            )
+        };
+        assert_eq!(verdicts(true), (true, true, true));
+        assert_eq!(verdicts(false), (true, false, true));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct UdpSettings {
     pub reuse_port: bool,
     /// `listen.udp_offloads`: try UDP GSO and GRO.
     pub offloads: bool,
+    /// `listen.so_mark` (since Nebula 1.10.0): SO_MARK on every datagram sent, for policy
+    /// routing; 0 leaves it unset.
+    pub so_mark: u32,
 }
 
 /// The bound, non-blocking outside socket.
@@ -83,6 +86,11 @@ impl UdpSocket {
         } else {
             (false, false)
         };
+        if settings.so_mark != 0 {
+            // The option takes the mark's bits as a C int.
+            set_int_opt(fd, libc::SOL_SOCKET, libc::SO_MARK, settings.so_mark as i32)
+                .context("SO_MARK (listen.so_mark needs CAP_NET_ADMIN)")?;
+        }
         bind_fd(fd, &bind_addr).with_context(|| format!("binding UDP socket to {bind_addr}"))?;
         let std_sock = std::net::UdpSocket::from(sock);
         let local = std_sock.local_addr().context("reading bound UDP address")?;
@@ -330,6 +338,7 @@ mod tests {
             write_buffer: 0,
             reuse_port: false,
             offloads: false,
+            so_mark: 0,
         }
     }
 

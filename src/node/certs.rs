@@ -73,6 +73,7 @@ pub fn peer_cert(cert: &NebulaCertificate, issuer_name: String) -> Result<PeerCe
         issuer: cert.issuer().map(|f| f.to_string()).unwrap_or_default(),
         issuer_name,
         not_after: cert.not_after(),
+        cert: Some(std::sync::Arc::new(cert.clone())),
     })
 }
 

@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use super::hostmap::Liveness;
 use super::types::VpnIp;
 use super::{CloseReason, Event, Node};
 
@@ -29,7 +28,7 @@ impl Node {
         if h.liveness.check_at.is_some_and(|t| t <= now) {
             h.liveness.check_at = None;
             if h.liveness.saw_in {
-                h.liveness = Liveness::default();
+                h.liveness.reset();
             } else {
                 h.liveness.delete_at = Some(now + pending_deletion);
                 self.arm_timer(now + pending_deletion, ip);
@@ -39,7 +38,7 @@ impl Node {
         }
         if h.liveness.delete_at.is_some_and(|t| t <= now) {
             if h.liveness.saw_in {
-                h.liveness = Liveness::default();
+                h.liveness.reset();
             } else {
                 self.hostmap.remove_host(ip);
                 self.push_event(Event::TunnelClosed {

@@ -59,7 +59,8 @@ impl Node {
         if VpnIp::from(dst) == self.identity.vpn_ip {
             return TunOutcome::Dropped(DropReason::ToSelf);
         }
-        if dst == net.broadcast() || dst.is_multicast() {
+        let broadcast = dst == net.broadcast() && self.config.drop_local_broadcast;
+        if broadcast || (dst.is_multicast() && self.config.drop_multicast) {
             return TunOutcome::Dropped(DropReason::BroadcastOrMulticast);
         }
         let hop = match self.next_hop(dst) {
@@ -252,6 +253,7 @@ impl Node {
         let Some(host) = self.hostmap.host_mut(vpn_ip) else {
             return;
         };
+        host.liveness.used = true;
         if !host.liveness.out_tracked {
             host.liveness.out_tracked = true;
             host.liveness.check_at = Some(now + alive);
@@ -550,6 +552,7 @@ impl Node {
     pub(super) fn mark_in(&mut self, vpn_ip: VpnIp) {
         if let Some(h) = self.hostmap.host_mut(vpn_ip) {
             h.liveness.saw_in = true;
+            h.liveness.used = true;
         }
     }
 }

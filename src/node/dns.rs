@@ -1,7 +1,8 @@
 //! Lighthouse DNS (`dns_server.go` in 1.6.1), the pure part: parsing a DNS query datagram and
 //! building the reply with A records for names the lighthouse knows (`<cert name>.` → the host's
-//! VPN IP, added when its tunnel completes). The UDP server task lives in the daemon; this file
-//! must not touch sockets. TXT answers (certificate details) are not implemented.
+//! VPN IP, added when its tunnel completes) and TXT records with the certificate of an established
+//! peer asked for by VPN IP (`10.0.0.2.`), only for queriers inside the VPN network or 127.0.0.1,
+//! as 1.6.1 does. The UDP server task lives in the daemon; this file must not touch sockets.
 //!
 //! Message layout (RFC 1035 §4.1), all integers big-endian:
 //!
@@ -20,6 +21,7 @@ use thiserror::Error;
 
 /// Record types and class we handle.
 pub const TYPE_A: u16 = 1;
+pub const TYPE_TXT: u16 = 16;
 pub const CLASS_IN: u16 = 1;
 /// miekg/dns' default TTL for records built from text, which 1.6.1 uses.
 pub const ANSWER_TTL: u32 = 3600;
@@ -135,12 +137,17 @@ fn push_escaped(out: &mut String, c: u8) {
 /// Builds the reply to `q`: every A question whose name `lookup` knows gets one A record; other
 /// questions get nothing; rcode is always NOERROR (as 1.6.1).
 pub fn build_answer(q: &Query, lookup: impl Fn(&str) -> Option<Ipv4Addr>) -> Vec<u8> {
-    let answers: Vec<(&Question, Ipv4Addr)> = q
+    let answers: Vec<(&Question, u16, Vec<u8>)> = q
         .questions
         .iter()
         .filter(|qu| qu.qtype == TYPE_A)
-        .filter_map(|qu| lookup(&qu.name).map(|ip| (qu, ip)))
+        .filter_map(|qu| lookup(&qu.name).map(|ip| (qu, TYPE_A, ip.octets().to_vec())))
         .collect();
+    build_reply(q, &answers)
+}
+
+/// The reply to `q` carrying `answers` (question, record type, rdata), NOERROR.
+pub fn build_reply(q: &Query, answers: &[(&Question, u16, Vec<u8>)]) -> Vec<u8> {
     // Reply: QR set, opcode, RD and CD copied from the query (miekg's SetReply).
     let flags = 0x8000 | (q.flags & 0x7800) | (q.flags & 0x0100) | (q.flags & 0x0010);
     let mut out = Vec::with_capacity(512);
@@ -154,15 +161,86 @@ pub fn build_answer(q: &Query, lookup: impl Fn(&str) -> Option<Ipv4Addr>) -> Vec
         out.extend_from_slice(&qu.qtype.to_be_bytes());
         out.extend_from_slice(&qu.qclass.to_be_bytes());
     }
-    for (qu, ip) in answers {
+    for (qu, rtype, rdata) in answers {
         out.extend_from_slice(&qu.wire_name);
-        out.extend_from_slice(&TYPE_A.to_be_bytes());
+        out.extend_from_slice(&rtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
         out.extend_from_slice(&ANSWER_TTL.to_be_bytes());
-        out.extend_from_slice(&4u16.to_be_bytes());
-        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(rdata);
     }
     out
+}
+
+/// 1.6.1's TXT text for a certificate, one DNS character-string per quoted part:
+/// `Name: n`, `Ips: [a/p ...]`, `Subnets [..]`, `Groups [..]`, `NotBefore <time>`,
+/// `NotAFter <time>` (sic), `PublicKey <hex>`, `IsCA <bool>`, `Issuer <hex>`. Times are Go's
+/// `Time.String()` in UTC (1.6.1 uses the lighthouse's local zone; the node has no clock zone).
+/// `None` where 1.6.1's zone-file parse of the text would fail (a quote or backslash inside).
+pub fn cert_txt(cert: &crate::cert::NebulaCertificate) -> Option<Vec<String>> {
+    let list = |items: Vec<String>| format!("[{}]", items.join(" "));
+    let parts = vec![
+        format!("Name: {}", cert.name()),
+        format!(
+            "Ips: {}",
+            list(cert.ips().iter().map(|n| n.to_string()).collect())
+        ),
+        format!(
+            "Subnets {}",
+            list(cert.subnets().iter().map(|n| n.to_string()).collect())
+        ),
+        format!("Groups {}", list(cert.groups().to_vec())),
+        format!("NotBefore {}", go_time_utc(cert.not_before())),
+        format!("NotAFter {}", go_time_utc(cert.not_after())),
+        format!("PublicKey {}", hex::encode(cert.public_key())),
+        format!("IsCA {}", cert.is_ca()),
+        format!(
+            "Issuer {}",
+            cert.issuer().map(|f| f.to_string()).unwrap_or_default()
+        ),
+    ];
+    parts
+        .iter()
+        .all(|p| !p.contains('"') && !p.contains('\\'))
+        .then_some(parts)
+}
+
+/// TXT rdata: each string as length-prefixed character-strings of at most 255 bytes.
+fn txt_rdata(parts: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        let bytes = p.as_bytes();
+        if bytes.is_empty() {
+            out.push(0);
+        }
+        for chunk in bytes.chunks(255) {
+            out.push(chunk.len() as u8);
+            out.extend_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// Go's `Time.String()` of `time.Unix(secs, 0).UTC()`: `2006-01-02 15:04:05 +0000 UTC`.
+fn go_time_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 impl super::Node {
@@ -183,10 +261,52 @@ impl super::Node {
         self.lh.dns.get(name).map(|ip| ip.addr())
     }
 
-    /// Answers a DNS query datagram from the lighthouse records (`lighthouse.serve_dns`).
+    /// Answers a DNS query datagram from the lighthouse records (`lighthouse.serve_dns`), as
+    /// for a querier outside the VPN network (A records only).
     pub fn dns_answer(&self, query: &[u8]) -> Result<Vec<u8>, DnsError> {
+        self.dns_answer_from(query, std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// Answers a query from `from`: A records for certificate names, and TXT records with the
+    /// certificate of an established peer named by VPN IP. As 1.6.1, a TXT question from outside
+    /// the VPN network (127.0.0.1 aside) ends the answering: earlier answers are still sent.
+    pub fn dns_answer_from(
+        &self,
+        query: &[u8],
+        from: std::net::IpAddr,
+    ) -> Result<Vec<u8>, DnsError> {
         let q = parse_query(query)?;
-        Ok(build_answer(&q, |n| self.dns_lookup(n)))
+        let trusted = match from.to_canonical() {
+            std::net::IpAddr::V4(ip) => {
+                ip == Ipv4Addr::LOCALHOST || self.identity.vpn_net.contains(ip)
+            }
+            std::net::IpAddr::V6(_) => false,
+        };
+        let mut answers = Vec::new();
+        for qu in &q.questions {
+            match qu.qtype {
+                TYPE_A => {
+                    if let Some(ip) = self.dns_lookup(&qu.name) {
+                        answers.push((qu, TYPE_A, ip.octets().to_vec()));
+                    }
+                }
+                TYPE_TXT if !trusted => break,
+                TYPE_TXT => {
+                    if let Some(parts) = self.cert_txt_for(&qu.name) {
+                        answers.push((qu, TYPE_TXT, txt_rdata(&parts)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(build_reply(&q, &answers))
+    }
+
+    /// The TXT parts for `10.0.0.2.`: an established peer's certificate.
+    fn cert_txt_for(&self, name: &str) -> Option<Vec<String>> {
+        let ip: Ipv4Addr = name.strip_suffix('.')?.parse().ok()?;
+        let host = self.hostmap.host(super::VpnIp::from(ip))?;
+        cert_txt(host.peer.cert.as_deref()?)
     }
 }
 

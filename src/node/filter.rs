@@ -122,6 +122,7 @@ mod tests {
             issuer: "aa".into(),
             issuer_name: "ca".into(),
             not_after: i64::MAX,
+            cert: None,
         }
     }
 

@@ -86,7 +86,8 @@ impl Node {
         self.query_lighthouses(now, vpn_ip);
         // Known hosts get an immediate attempt; others wait one try_interval for a lighthouse
         // answer, which fires the attempt early (`lighthouse_triggered_attempt`).
-        if self.remotes_for(vpn_ip).is_empty() {
+        let calculated = self.add_calculated_remotes(vpn_ip);
+        if !calculated && self.remotes_for(vpn_ip).is_empty() {
             let at = now + self.config.handshake_try_interval;
             if let Some(p) = self.hostmap.pending_mut(vpn_ip) {
                 p.next_attempt = at;

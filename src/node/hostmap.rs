@@ -27,6 +27,24 @@ pub struct Liveness {
     pub check_at: Option<Instant>,
     /// A TestRequest went out; delete the tunnel at this time unless traffic arrives.
     pub delete_at: Option<Instant>,
+    /// Traffic either way since the last inactivity sweep (`tunnels.drop_inactive`).
+    pub used: bool,
+    /// When a sweep last saw the tunnel used (or first saw it).
+    pub last_used: Option<Instant>,
+    /// No lighthouse re-query for this peer before then (`timers.requery_wait_duration`).
+    pub next_lh_query: Option<Instant>,
+}
+
+impl Liveness {
+    /// A fresh connection-manager cycle; the inactivity and re-query marks carry over.
+    pub fn reset(&mut self) {
+        *self = Liveness {
+            used: self.used,
+            last_used: self.last_used,
+            next_lh_query: self.next_lh_query,
+            ..Liveness::default()
+        };
+    }
 }
 
 /// One established tunnel.
@@ -337,6 +355,7 @@ mod tests {
                 issuer: String::new(),
                 issuer_name: String::new(),
                 not_after: i64::MAX,
+                cert: None,
             },
             handshake_time: 1,
             stage1: stage1.to_vec(),

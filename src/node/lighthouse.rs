@@ -573,15 +573,13 @@ impl Node {
     }
 }
 
-/// Outbound packets between path-promotion probes and between lighthouse re-queries (1.6.1).
-const PROMOTE_EVERY: u32 = 1000;
-const REQUERY_EVERY: u32 = 5000;
-
 impl Node {
     /// Path promotion (`TryPromoteBest`), on every outbound TUN packet to an established host:
-    /// every 1000th, unless the tunnel already uses a preferred address, probe each
-    /// preferred-range address of the host with a TestRequest (the answer makes us roam there);
-    /// every 5000th, also re-query the lighthouses. Lighthouses do neither.
+    /// every `counters.try_promote`th (1.6.1: a fixed 1000), unless the tunnel already uses a
+    /// preferred address, probe each preferred-range address of the host with a TestRequest
+    /// (the answer makes us roam there); every `counters.requery_every_packets`th (1.6.1: 5000),
+    /// also re-query the lighthouses, at most once per `timers.requery_wait_duration` (newer
+    /// releases; 1.6.1 has no such wait). Lighthouses do neither.
     pub(super) fn try_promote_best(&mut self, now: Instant, vpn_ip: VpnIp) {
         if self.config.am_lighthouse {
             return;
@@ -591,7 +589,11 @@ impl Node {
         };
         h.promote_counter = h.promote_counter.wrapping_add(1);
         let (c, remote) = (h.promote_counter, h.remote);
-        if c % PROMOTE_EVERY == 0 {
+        let (promote_every, requery_every) = (
+            self.config.try_promote_every.max(1),
+            self.config.requery_every_packets.max(1),
+        );
+        if c % promote_every == 0 {
             if remote.is_some_and(|r| self.preferred(r.ip())) {
                 return;
             }
@@ -607,7 +609,15 @@ impl Node {
                 self.send_control_via(now, vpn_ip, to, MessageType::Test, Subtype::TEST_REQUEST);
             }
         }
-        if c % REQUERY_EVERY == 0 {
+        if c % requery_every == 0 {
+            let wait = self.config.requery_wait;
+            let Some(h) = self.hostmap.host_mut(vpn_ip) else {
+                return;
+            };
+            if h.liveness.next_lh_query.is_some_and(|t| now < t) {
+                return;
+            }
+            h.liveness.next_lh_query = Some(now + wait);
             self.query_lighthouses(now, vpn_ip);
         }
     }

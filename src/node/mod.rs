@@ -18,6 +18,7 @@
 //! `lighthouse`, `punchy` and `dns`; relays (CreateRelayRequest/Response, relayed framing,
 //! forwarding) in `relay`.
 
+mod calculated;
 mod certs;
 mod conn_manager;
 mod datapath;
@@ -25,6 +26,7 @@ pub mod dns;
 pub mod filter;
 mod handshake;
 mod hostmap;
+mod inactivity;
 pub mod ipv4;
 mod lighthouse;
 mod punchy;
@@ -48,6 +50,7 @@ pub use crate::config::AllowList;
 use crate::crypto::{Cipher, NoiseSeed, StaticSecret};
 pub use crate::crypto::{NodeRng, RngOrigin};
 
+pub use calculated::CalculatedRemote;
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
 pub use hostmap::{Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{
@@ -155,28 +158,58 @@ pub struct NodeConfig {
     /// `lighthouse.serve_dns` (only effective with `am_lighthouse`): keep name → VPN IP records
     /// for [`Node::dns_answer`].
     pub serve_dns: bool,
+    /// `tun.drop_local_broadcast` (default false): drop packets to the VPN network's broadcast
+    /// address. Otherwise 1.6.1 treats that address as a peer (a handshake that never answers).
+    pub drop_local_broadcast: bool,
+    /// `tun.drop_multicast` (default false): drop multicast. Otherwise it is routed like any
+    /// address outside the VPN network (an unsafe route, or no route).
+    pub drop_multicast: bool,
+    /// `counters.try_promote` (1.6.1: fixed 1000): outbound packets between path-promotion
+    /// probes.
+    pub try_promote_every: u32,
+    /// `counters.requery_every_packets` (1.6.1: fixed 5000): outbound packets between
+    /// lighthouse re-queries for an established peer.
+    pub requery_every_packets: u32,
+    /// `punchy.target_all_remotes`: keepalive punches go to every known address of a host (as
+    /// 1.6.1 always does, meshd's default) or, when false, only to its tunnel's current remote.
+    pub punch_target_all_remotes: bool,
+    /// `tunnels.drop_inactive` (Nebula 1.10+, default false): close tunnels idle for
+    /// `inactivity_timeout` (default 10 min).
+    pub drop_inactive: bool,
+    pub inactivity_timeout: Duration,
+    /// `timers.requery_wait_duration` (Nebula 1.8+, default 1 min): least time between two
+    /// counter-driven lighthouse re-queries for one peer.
+    pub requery_wait: Duration,
+    /// `lighthouse.calculated_remotes` (Nebula 1.7+): VPN range → guessed underlay addresses.
+    pub calculated_remotes: Vec<(Ipv4Net, Vec<CalculatedRemote>)>,
 }
 
+/// The node's settings when the config sets nothing: every value that comes from a config key
+/// is taken from `config::defaults`, the one place defaults live (a setup test checks that a
+/// plan built from an empty config equals this). Only the table bounds and the packet queue,
+/// which no key sets, are defined here.
 impl Default for NodeConfig {
     fn default() -> Self {
+        use crate::config::defaults as d;
+        let secs = |n: i64| Duration::from_secs(n.unsigned_abs());
         NodeConfig {
             cipher: Cipher::AesGcm,
-            handshake_try_interval: Duration::from_millis(100),
-            handshake_retries: 10,
+            handshake_try_interval: d::HANDSHAKE_TRY_INTERVAL,
+            handshake_retries: d::HANDSHAKE_RETRIES as u32,
             handshake_queue_len: 100,
             static_host_map: BTreeMap::new(),
             send_recv_error: SendRecvError::Always,
             accept_recv_error: SendRecvError::Always,
             tun_disabled: false,
-            connection_alive_interval: Duration::from_secs(5),
-            pending_deletion_interval: Duration::from_secs(10),
+            connection_alive_interval: secs(d::CONNECTION_ALIVE_INTERVAL_SECS),
+            pending_deletion_interval: secs(d::PENDING_DELETION_INTERVAL_SECS),
             disconnect_invalid: false,
             max_hosts: 65_536,
             max_pending: 4_096,
             max_queued_outputs: 4_096,
             am_lighthouse: false,
             lighthouses: Vec::new(),
-            lighthouse_interval: Duration::from_secs(10),
+            lighthouse_interval: secs(d::LIGHTHOUSE_INTERVAL_SECS),
             advertise_addrs: Vec::new(),
             local_allow_list: None,
             remote_allow_list: None,
@@ -184,17 +217,27 @@ impl Default for NodeConfig {
             preferred_ranges: Vec::new(),
             punch: false,
             punch_respond: false,
-            punch_delay: Duration::from_secs(1),
-            punch_respond_delay: Duration::from_secs(5),
+            punch_delay: d::PUNCHY_DELAY,
+            punch_respond_delay: d::PUNCHY_RESPOND_DELAY,
             advertise_relays: Vec::new(),
             am_relay: false,
-            use_relays: true,
+            use_relays: d::USE_RELAYS,
             max_relay_legs: 65_536,
+            // The bound port, which the driver always sets; simulations bind 4242.
             listen_port: 4242,
             serve_dns: false,
             unsafe_routes: Vec::new(),
-            tun_mtu: 1300,
+            tun_mtu: d::TUN_MTU as u16,
             route_mtus: Vec::new(),
+            drop_local_broadcast: false,
+            drop_multicast: false,
+            try_promote_every: d::TRY_PROMOTE_EVERY as u32,
+            requery_every_packets: d::REQUERY_EVERY_PACKETS as u32,
+            punch_target_all_remotes: d::PUNCHY_TARGET_ALL_REMOTES,
+            drop_inactive: false,
+            inactivity_timeout: d::TUNNELS_INACTIVITY_TIMEOUT,
+            requery_wait: d::REQUERY_WAIT,
+            calculated_remotes: Vec::new(),
         }
     }
 }
@@ -390,6 +433,10 @@ pub struct Node {
     msgs: status::MessageCounters,
     /// `now` of the datagram being processed, for per-tunnel last-receive times.
     rx_clock: Instant,
+    /// Next `tunnels.drop_inactive` sweep (`None` when off).
+    inactivity_at: Option<Instant>,
+    /// `tun.use_system_route_table`: unsafe routes the driver read from the kernel table.
+    system_routes: Vec<UnsafeRoute>,
 }
 
 impl Node {
@@ -417,7 +464,7 @@ impl Node {
             })
             .collect();
         let lh = lighthouse::LighthouseState::new(&config, now);
-        Node {
+        let mut node = Node {
             lh,
             config,
             identity,
@@ -437,7 +484,17 @@ impl Node {
             relay_ctx: None,
             msgs: status::MessageCounters::default(),
             rx_clock: now,
-        }
+            inactivity_at: None,
+            system_routes: Vec::new(),
+        };
+        node.arm_inactivity(now);
+        node
+    }
+
+    /// `tun.use_system_route_table`: replaces the routes taken from the system table (looked up
+    /// beside `tun.unsafe_routes`, the most specific prefix of either winning).
+    pub fn set_system_routes(&mut self, routes: Vec<UnsafeRoute>) {
+        self.system_routes = routes;
     }
 
     /// Installs the firewall.
@@ -502,10 +559,10 @@ impl Node {
             }
             self.timers.pop();
         }
-        match (next, self.lh.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [next, self.lh.next_deadline(), self.inactivity_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs due handshake retries and connection-manager checks.
@@ -526,6 +583,7 @@ impl Node {
             self.candidate_timer(now, ip);
         }
         self.lighthouse_timers(now);
+        self.inactivity_timer(now);
     }
 
     /// Is `at` still a deadline of `ip` (the heap keeps superseded entries until they surface)?

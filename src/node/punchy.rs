@@ -113,12 +113,14 @@ impl Node {
         }
     }
 
-    /// 0x01 to every known address (tunnel remote and candidate list) of every host.
+    /// 0x01 to every known address (tunnel remote and candidate list) of every host, or only
+    /// to each tunnel's remote without `punchy.target_all_remotes`.
     fn punch_keepalive(&mut self) {
         let mut targets: Vec<SocketAddr> = Vec::new();
+        let all = self.config.punch_target_all_remotes;
         for h in self.hostmap.hosts() {
             targets.extend(h.remote);
-            if let Some(r) = self.remotes.get(&h.vpn_ip) {
+            if let Some(r) = self.remotes.get(&h.vpn_ip).filter(|_| all) {
                 targets.extend(r.addrs());
             }
         }

@@ -34,6 +34,23 @@ pub struct ReloadInput {
 }
 
 impl Node {
+    /// `static_map.cadence`: the driver re-resolved the `static_host_map` names; the new
+    /// addresses replace the old as a reload of that map alone would. True if anything changed.
+    pub fn set_static_host_map(
+        &mut self,
+        map: std::collections::BTreeMap<VpnIp, Vec<std::net::SocketAddr>>,
+    ) -> bool {
+        if map == self.config.static_host_map {
+            return false;
+        }
+        let mut cfg = self.config.clone();
+        cfg.static_host_map = map;
+        let mut r = Reloaded::default();
+        self.reload_static_hosts(&cfg, &mut r);
+        self.config.static_host_map = cfg.static_host_map;
+        true
+    }
+
     /// Applies a reload. Tunnels survive unless our certificate changed (all re-handshake) or
     /// the peer is no longer accepted.
     pub fn apply_config(&mut self, now: Instant, new: ReloadInput) -> Reloaded {
@@ -66,7 +83,14 @@ impl Node {
                 r.changed.push(key);
             }
         }
+        if (cfg.drop_inactive, cfg.inactivity_timeout)
+            != (self.config.drop_inactive, self.config.inactivity_timeout)
+        {
+            r.changed.push("tunnels");
+        }
         self.config = cfg;
+        self.inactivity_at = None;
+        self.arm_inactivity(now);
         self.verifier = new.verifier;
         self.reload_identity(now, new.identity, &mut r);
         self.drop_unaccepted(now, new.accepts.as_ref(), &mut r);
@@ -198,6 +222,14 @@ fn keep_restart_only(old: &NodeConfig, new: &mut NodeConfig, r: &mut Reloaded) {
         r.needs_restart.push("lighthouse.am_lighthouse");
         new.am_lighthouse = old.am_lighthouse;
         new.serve_dns = old.serve_dns;
+    }
+    if (new.drop_local_broadcast, new.drop_multicast)
+        != (old.drop_local_broadcast, old.drop_multicast)
+    {
+        r.needs_restart
+            .push("tun.drop_local_broadcast/drop_multicast");
+        new.drop_local_broadcast = old.drop_local_broadcast;
+        new.drop_multicast = old.drop_multicast;
     }
     // Kernel routes and the device stay as started (the daemon reports those keys), so the
     // next-hop table must match them.

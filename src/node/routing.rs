@@ -44,6 +44,7 @@ impl Node {
         self.config
             .unsafe_routes
             .iter()
+            .chain(&self.system_routes)
             .filter(|r| r.route.contains(dst))
             .max_by_key(|r| r.route.prefix())
             .map(|r| NextHop {

@@ -51,6 +51,8 @@ pub struct PeerCert {
     pub issuer_name: String,
     /// The certificate's NotAfter (Unix seconds): a reload re-checks live peers against it.
     pub not_after: i64,
+    /// The whole certificate, for the lighthouse DNS TXT answer (`None` in hand-built values).
+    pub cert: Option<std::sync::Arc<crate::cert::NebulaCertificate>>,
 }
 
 impl PeerCert {
@@ -202,6 +204,7 @@ mod tests {
             issuer: String::new(),
             issuer_name: String::new(),
             not_after: i64::MAX,
+            cert: None,
         };
         assert!(p.allows_source(Ipv4Addr::new(10, 42, 1, 5)));
         assert!(

@@ -75,6 +75,11 @@ impl SimNode {
     pub fn key(&self) -> X25519PrivateKey {
         self.key.clone()
     }
+
+    /// The node's certificate as signed for the simulation.
+    pub fn cert(&self) -> &NebulaCertificate {
+        &self.cert
+    }
 }
 
 pub struct Sim {
