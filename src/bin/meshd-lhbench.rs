@@ -802,7 +802,9 @@ fn measure(args: &Args, kind: Kind, bin: &Path) -> anyhow::Result<Result_> {
         (cpu1 - cpu0) / 1e6
     );
     let cpu_per_host_us = (cpu1 - cpu0) / up.max(1) as f64;
-    settle(&mut gen, Duration::from_millis(1000));
+    // Memory once every host has sent a repeat update (the tunnels are proven and the
+    // handshake retry window is over), as on a lighthouse in steady state.
+    settle(&mut gen, Duration::from_secs(args.interval.max(6) + 1));
     let rss_kb = lh.rss_kb()?;
     let rss_per_host_b = (rss_kb.saturating_sub(idle_rss_kb) * 1024) as f64 / args.n as f64;
     let (replies_per_s, cpu_per_reply_us, reachable) = query_phase(&mut gen, args, &lh)?;

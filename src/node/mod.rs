@@ -48,7 +48,7 @@ use crate::crypto::{Cipher, NoiseSeed, StaticSecret};
 pub use crate::crypto::{NodeRng, RngOrigin};
 
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
-pub use hostmap::{Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
+pub use hostmap::{Answered, Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{
     details as lighthouse_details, from_wire as lighthouse_addrs, MAX_EXAMINED_PER_FAMILY,
 };
@@ -517,6 +517,7 @@ impl Node {
             self.handshake_timer(now, ip);
             self.liveness_timer(now, ip);
             self.candidate_timer(now, ip);
+            self.answer_timer(now, ip);
         }
         self.lighthouse_timers(now);
     }
@@ -527,10 +528,11 @@ impl Node {
             .hostmap
             .pending(ip)
             .is_some_and(|p| p.next_attempt == at);
-        let host = self
-            .hostmap
-            .host(ip)
-            .is_some_and(|h| h.liveness.check_at == Some(at) || h.liveness.delete_at == Some(at));
+        let host = self.hostmap.host(ip).is_some_and(|h| {
+            h.liveness.check_at == Some(at)
+                || h.liveness.delete_at == Some(at)
+                || h.answer_drop_at() == Some(at)
+        });
         let candidate = self.hostmap.candidate(ip).is_some_and(|c| c.expires == at);
         pending || host || candidate
     }
