@@ -875,9 +875,10 @@ fn settle(gen: &mut Gen, d: Duration) {
     }
 }
 
-/// Keeps `window` queries outstanding for `query_secs`, cycling targets over every host (each
-/// target's queries go from querier `target % queriers`, so reachability can be read from
-/// that querier's remote list).
+/// Keeps `window` queries outstanding for `query_secs` (and until every non-querier host was
+/// asked for once), each target's queries from querier `target % queriers`, so reachability
+/// can be read from that querier's remote list; a querier counts as reachable when its tunnel
+/// is up (it got its own replies).
 fn query_phase(gen: &mut Gen, args: &Args, lh: &Lighthouse) -> anyhow::Result<(f64, f64, usize)> {
     let q = gen.queriers;
     let cpu0 = lh.cpu_us()?;
@@ -885,7 +886,9 @@ fn query_phase(gen: &mut Gen, args: &Args, lh: &Lighthouse) -> anyhow::Result<(f
     let start = Instant::now();
     let r0 = gen.replies;
     let mut sent = 0u64;
-    let mut target = 0usize;
+    // Queriers are never targets: the punch notification a target gets is a lighthouse
+    // message too, and would be counted as a reply at a querier.
+    let mut target = q;
     let mut last_progress = (Instant::now(), gen.replies);
     let end = start + Duration::from_secs(args.query_secs);
     let mut covered = false;
@@ -909,7 +912,7 @@ fn query_phase(gen: &mut Gen, args: &Args, lh: &Lighthouse) -> anyhow::Result<(f
             target += 1;
             if target == args.n {
                 covered = true;
-                target = 0;
+                target = q;
             }
         }
         gen.step(Duration::ZERO);
@@ -918,14 +921,16 @@ fn query_phase(gen: &mut Gen, args: &Args, lh: &Lighthouse) -> anyhow::Result<(f
     let secs = start.elapsed().as_secs_f64();
     let got = gen.replies - r0;
     let cpu = lh.cpu_us()? - cpu0;
-    let reachable = (0..args.n)
-        .filter(|t| {
-            gen.hosts[querier_for(*t, q)]
-                .node
-                .remotes(VpnIp::from(host_vpn(*t)))
-                .is_some_and(|r| r.addrs().contains(&SocketAddr::V4(host_addr(*t))))
-        })
-        .count();
+    let queriers_up = gen.hosts[..q].iter().filter(|h| h.up).count();
+    let reachable = queriers_up
+        + (q..args.n)
+            .filter(|t| {
+                gen.hosts[querier_for(*t, q)]
+                    .node
+                    .remotes(VpnIp::from(host_vpn(*t)))
+                    .is_some_and(|r| r.addrs().contains(&SocketAddr::V4(host_addr(*t))))
+            })
+            .count();
     println!(
         "  {} datagrams dropped by full receive buffers during the query phase",
         rcvbuf_errors() - drops0
@@ -940,13 +945,9 @@ fn query_phase(gen: &mut Gen, args: &Args, lh: &Lighthouse) -> anyhow::Result<(f
     Ok((got as f64 / secs, cpu / got.max(1) as f64, reachable))
 }
 
-/// Which querier asks for `target`: `target % q`, but never the target itself (a host's
-/// query about itself is answered yet never stored).
+/// Which querier asks for `target` (queriers are hosts `0..q`, never targets themselves).
 fn querier_for(target: usize, q: usize) -> usize {
-    match target % q {
-        s if s == target => (s + 1) % q,
-        s => s,
-    }
+    target % q
 }
 
 /// UDP receive-buffer overflows in this namespace so far (`RcvbufErrors` of /proc/net/snmp).
@@ -972,7 +973,7 @@ fn burst(gen: &mut Gen, args: &Args) -> (usize, usize) {
     let q = gen.queriers;
     let mut per_querier: HashMap<usize, usize> = HashMap::new();
     for k in 0..args.burst {
-        let target = (k * 7919) % args.n;
+        let target = q + (k * 7919) % (args.n - q).max(1);
         let querier = k % q;
         let meta = NebulaMeta {
             r#type: MetaType::HostQuery as i32,
