@@ -53,10 +53,25 @@ pub fn build(r: &mut Reader<'_>) -> Config {
                 i64::from(u32::MAX),
             ) as u32,
         },
+        bounds: bounds(r),
     };
     accept_platform_keys(r);
     r.report_unknown();
     config
+}
+
+/// Upper bound for the `meshd.*` table sizes (each entry costs a few KB at most).
+const MAX_TABLE_BOUND: i64 = 16_777_216;
+
+/// `meshd.*`: the bounds of the node's peer-growable tables (meshd only).
+fn bounds(r: &mut Reader<'_>) -> Bounds {
+    let mut get =
+        |key: &str, default: usize| r.int_in(key, default as i64, 1, MAX_TABLE_BOUND) as usize;
+    Bounds {
+        max_hosts: get("meshd.max_hosts", d::MAX_HOSTS),
+        max_pending: get("meshd.max_pending_handshakes", d::MAX_PENDING_HANDSHAKES),
+        max_relay_legs: get("meshd.max_relay_legs", d::MAX_RELAY_LEGS),
+    }
 }
 
 /// Keys of newer releases that tune platform details meshd decides itself (offloads, thread

@@ -15,6 +15,10 @@ pub mod defaults {
     use std::time::Duration;
 
     pub const LIGHTHOUSE_INTERVAL_SECS: i64 = 10;
+    /// `meshd.*` bounds (meshd only): a lighthouse admits 100,000 hosts with room to spare.
+    pub const MAX_HOSTS: usize = 131_072;
+    pub const MAX_PENDING_HANDSHAKES: usize = 4_096;
+    pub const MAX_RELAY_LEGS: usize = 65_536;
     pub const DNS_HOST: &str = "";
     pub const DNS_PORT: i64 = 53;
     pub const LISTEN_HOST: &str = "0.0.0.0";
@@ -86,6 +90,8 @@ pub struct Config {
     pub counters: Counters,
     /// meshd-only: the local control socket and certificate-expiry warnings.
     pub control: Control,
+    /// `meshd.*` (meshd only): bounds on the tables peers can grow.
+    pub bounds: Bounds,
 }
 
 /// meshd-only `control:` section.
@@ -96,6 +102,18 @@ pub struct Control {
     /// `control.cert_expiry_warning` (default 30 days): warn when the host certificate or a CA
     /// expires within this.
     pub cert_expiry_warning: Duration,
+}
+
+/// `meshd.*` (meshd only; nebula has no such bounds): how many tunnels, pending handshakes and
+/// relay legs a node holds at most. Sized for a lighthouse of 100,000 hosts by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    /// `meshd.max_hosts`: tunnels (and lighthouse entries, DNS names, remote lists).
+    pub max_hosts: usize,
+    /// `meshd.max_pending_handshakes`: our own handshakes under way.
+    pub max_pending: usize,
+    /// `meshd.max_relay_legs`: relay legs in total.
+    pub max_relay_legs: usize,
 }
 
 /// Where PEM data comes from: Nebula treats any value containing `-----BEGIN` as inline PEM.

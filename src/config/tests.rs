@@ -215,3 +215,24 @@ fn conntrack_max_connections_bounded() {
         );
     }
 }
+
+#[test]
+fn meshd_table_bounds_default_to_a_100k_lighthouse_and_are_checked() {
+    let b = |extra: &str| load(extra).config.bounds;
+    let d = b("");
+    assert!(d.max_hosts >= 100_000, "{d:?}");
+    assert_eq!(d.max_pending, super::defaults::MAX_PENDING_HANDSHAKES);
+    let set = b("meshd: {max_hosts: 250000, max_pending_handshakes: 100, max_relay_legs: 7}");
+    assert_eq!(
+        (set.max_hosts, set.max_pending, set.max_relay_legs),
+        (250_000, 100, 7)
+    );
+    for bad in ["0", "-5", "99999999"] {
+        let p = problems(&format!("meshd: {{max_hosts: {bad}}}"));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("meshd.max_hosts") && m.contains(bad)),
+            "{bad}: {p:?}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! The event loop (written against the sans-IO `node`) plugs these pieces together. Linux only.
 
 pub mod batch;
+pub mod burst_buffer;
 pub mod control;
 pub mod dns;
 pub mod entropy;

@@ -173,6 +173,7 @@ impl Daemon {
             _ => None,
         };
         let udp = UdpSocket::bind(&plan.udp)?;
+        super::burst_buffer::size_for_bursts(&udp, plan.node.am_lighthouse, plan.udp.read_buffer);
         let fixed = Fixed::of(&plan);
         plan.node.listen_port = udp.local_addr().port();
         let dns = plan.dns.as_ref().map(DnsServer::bind).transpose()?;

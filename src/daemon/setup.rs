@@ -240,6 +240,9 @@ fn node_config(c: &Config, warnings: &mut Vec<String>) -> NodeConfig {
         inactivity_timeout: c.tunnels.inactivity_timeout,
         requery_wait: c.timers.requery_wait,
         calculated_remotes: calculated_remotes(c, warnings),
+        max_hosts: c.bounds.max_hosts,
+        max_pending: c.bounds.max_pending,
+        max_relay_legs: c.bounds.max_relay_legs,
         ..NodeConfig::default()
     }
 }
@@ -918,6 +921,23 @@ pub(crate) mod tests {
                 host: "127.0.0.1".into(),
                 port: 5353
             })
+        );
+    }
+
+    #[test]
+    fn meshd_bounds_reach_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = pki_for(dir.path());
+        yaml.push_str(
+            "meshd: {max_hosts: 200000, max_pending_handshakes: 64, max_relay_legs: 9}\n",
+        );
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, &yaml).unwrap();
+        let plan = load(&cfg, now()).unwrap();
+        let n = &plan.node;
+        assert_eq!(
+            (n.max_hosts, n.max_pending, n.max_relay_legs),
+            (200_000, 64, 9)
         );
     }
 }

@@ -297,13 +297,15 @@ impl Node {
     /// Returns the peer and the plaintext length at `buf[16..]`.
     pub(super) fn open(
         &mut self,
+        now: Instant,
         from: SocketAddr,
         header: &Header,
         buf: &mut [u8],
     ) -> Result<(VpnIp, usize), DropReason> {
         let idx = LocalIndex(header.remote_index.0);
+        let grace = self.answer_grace();
         let Some(vpn_ip) = self.hostmap.host_by_index(idx) else {
-            if let Some(r) = self.open_candidate(header, buf) {
+            if let Some(r) = self.open_candidate(now, header, buf) {
                 return r;
             }
             self.maybe_send_recv_error(from, header.remote_index);
@@ -330,6 +332,9 @@ impl Node {
         // The peer demonstrably has this session: earlier recv_errors were stale or forged.
         host.recv_errors = 0;
         host.counters.rx(n, self.rx_clock);
+        if let Some(at) = host.proven(now, grace) {
+            self.arm_timer(at, vpn_ip);
+        }
         Ok((vpn_ip, n))
     }
 
@@ -342,7 +347,7 @@ impl Node {
         header: &Header,
         buf: &'b mut [u8],
     ) -> Result<(VpnIp, &'b [u8]), DropReason> {
-        let (vpn_ip, n) = self.open(from, header, buf)?;
+        let (vpn_ip, n) = self.open(now, from, header, buf)?;
         self.roam(now, vpn_ip, from);
         self.mark_in(vpn_ip);
         Ok((vpn_ip, &buf[HEADER_LEN..HEADER_LEN + n]))
@@ -361,7 +366,7 @@ impl Node {
         if header.subtype != Subtype::MESSAGE_NONE {
             return DatagramOutcome::Dropped(DropReason::UnknownMessageType);
         }
-        let (vpn_ip, n) = match self.open(from, header, buf) {
+        let (vpn_ip, n) = match self.open(now, from, header, buf) {
             Ok(v) => v,
             Err(r) => return DatagramOutcome::Dropped(r),
         };
@@ -448,12 +453,12 @@ impl Node {
     /// closeTunnel is authenticated before acting (1.6.1 does not; newer Nebulas do).
     fn handle_close(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: SocketAddr,
         header: &Header,
         buf: &mut [u8],
     ) -> DatagramOutcome {
-        match self.open(from, header, buf) {
+        match self.open(now, from, header, buf) {
             Ok((vpn_ip, _)) => {
                 self.hostmap.remove_host(vpn_ip);
                 self.push_event(Event::TunnelClosed {

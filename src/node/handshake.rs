@@ -26,7 +26,7 @@ use crate::wire::{
     Header, MessageType, NebulaHandshake, NebulaHandshakeDetails, RemoteIndex, Subtype, HEADER_LEN,
 };
 
-use super::hostmap::{Candidate, HostInfo, Liveness, PendingHandshake};
+use super::hostmap::{Answered, Candidate, HostInfo, Liveness, PendingHandshake};
 use super::status::TunnelCounters;
 use super::types::{DropReason, LocalIndex, PeerCert, VpnIp};
 use super::{CloseReason, DatagramOutcome, Event, Node};
@@ -276,8 +276,7 @@ impl Node {
             counter: 2,
             peer: hello.peer,
             handshake_time: hello.details.time,
-            stage1: noise_part.to_vec(),
-            stage2: stage2.clone(),
+            answered: Answered::new(noise_part, stage2.clone()),
             last_roam: None,
             recv_errors: 0,
             liveness: Liveness::default(),
@@ -320,6 +319,19 @@ impl Node {
             .saturating_mul(steps.max(1))
     }
 
+    /// How long a cached stage 2 outlives the tunnel's proof: a few retry intervals, for a
+    /// retransmitted stage 1 that was sent before our stage 2 arrived.
+    pub(super) fn answer_grace(&self) -> Duration {
+        self.config.handshake_try_interval.saturating_mul(5)
+    }
+
+    /// Drops the cached answer of `ip`'s tunnel once its grace is over.
+    pub(super) fn answer_timer(&mut self, now: Instant, ip: VpnIp) {
+        if let Some(h) = self.hostmap.host_mut(ip) {
+            h.drop_answer_if_due(now);
+        }
+    }
+
     /// Drops the candidate of `ip` if it expired unproven.
     pub(super) fn candidate_timer(&mut self, now: Instant, ip: VpnIp) {
         let expired = self.hostmap.candidate(ip).is_some_and(|c| c.expires <= now);
@@ -333,12 +345,14 @@ impl Node {
     /// becomes the tunnel. None if `idx` is not a candidate's.
     pub(super) fn open_candidate(
         &mut self,
+        now: Instant,
         header: &Header,
         buf: &mut [u8],
     ) -> Option<Result<(VpnIp, usize), DropReason>> {
         let vpn_ip = self
             .hostmap
             .candidate_by_index(LocalIndex(header.remote_index.0))?;
+        let grace = self.answer_grace();
         let c = self.hostmap.candidate_mut(vpn_ip)?;
         let host = &mut c.host;
         if !host.window.check(header.counter) {
@@ -351,7 +365,11 @@ impl Node {
         if !host.window.update(header.counter) {
             return Some(Err(DropReason::ReplayAfterDecrypt));
         }
+        let drop_at = host.proven(now, grace);
         self.promote_candidate(vpn_ip);
+        if let Some(at) = drop_at {
+            self.arm_timer(at, vpn_ip);
+        }
         Some(Ok((vpn_ip, n)))
     }
 
@@ -432,7 +450,7 @@ impl Node {
         // same cert, so looking up by the ephemeral key first is equivalent and skips the DH.
         self.hostmap
             .host_by_stage1(noise_part)
-            .map(|h| (h.vpn_ip, h.stage2.clone()))
+            .map(|(h, stage2)| (h.vpn_ip, stage2.to_vec()))
     }
 
     /// Parses the handshake payload and verifies the recombined certificate.
@@ -554,8 +572,7 @@ impl Node {
             counter: 2,
             peer: hello.peer,
             handshake_time: hello.details.time,
-            stage1: Vec::new(),
-            stage2: Vec::new(),
+            answered: None,
             last_roam: None,
             recv_errors: 0,
             liveness: Liveness::default(),

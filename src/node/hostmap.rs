@@ -64,10 +64,8 @@ pub struct HostInfo {
     pub peer: PeerCert,
     /// The peer's handshake Time (ns since the epoch) that created this tunnel.
     pub handshake_time: u64,
-    /// Responder only: the Noise part of the stage 1 we answered, and our stage-2 datagram,
-    /// to answer a retransmitted stage 1 identically.
-    pub stage1: Vec<u8>,
-    pub stage2: Vec<u8>,
+    /// Responder only: what we keep of the stage 1 we answered.
+    pub answered: Option<Answered>,
     /// Time of the last roam and the address we roamed away from.
     pub last_roam: Option<(Instant, Option<SocketAddr>)>,
     pub recv_errors: u8,
@@ -77,6 +75,92 @@ pub struct HostInfo {
     pub promote_counter: u32,
     /// Traffic since the handshake, for `status` and metrics.
     pub counters: super::status::TunnelCounters,
+}
+
+impl HostInfo {
+    /// An authenticated packet arrived at `now`: the peer has our stage 2. The cached answer
+    /// is kept `grace` longer, for a retransmitted stage 1 that was already on its way, then
+    /// goes (issue 19: it was most of a lighthouse's memory per host). Returns the drop time
+    /// when this packet set it (the caller arms a timer for it).
+    pub fn proven(&mut self, now: Instant, grace: std::time::Duration) -> Option<Instant> {
+        let c = self.answered.as_mut()?.cache.as_mut()?;
+        if c.drop_at.is_some() {
+            return None;
+        }
+        c.drop_at = Some(now + grace);
+        c.drop_at
+    }
+
+    /// When the cached answer is due to go, if it is still there.
+    pub fn answer_drop_at(&self) -> Option<Instant> {
+        self.answered.as_ref()?.cache.as_ref()?.drop_at
+    }
+
+    /// Drops the cached answer if its time has come.
+    pub fn drop_answer_if_due(&mut self, now: Instant) {
+        if self.answer_drop_at().is_some_and(|t| t <= now) {
+            if let Some(a) = &mut self.answered {
+                a.cache = None;
+            }
+        }
+    }
+}
+
+/// What a responder keeps of the stage 1 it answered.
+#[derive(Debug)]
+pub struct Answered {
+    /// e ‖ s of the stage 1, for as long as the tunnel lives: an altered copy (same keys, other
+    /// bytes) is a replay.
+    keys: [u8; STAGE1_KEYS],
+    /// Until the tunnel is proven: the whole stage 1 and our stage-2 datagram, to answer a
+    /// retransmitted stage 1 identically.
+    cache: Option<Box<AnswerCache>>,
+}
+
+#[derive(Debug)]
+struct AnswerCache {
+    stage1: Box<[u8]>,
+    stage2: Box<[u8]>,
+    /// Set by the first authenticated packet (see [`HostInfo::proven`]).
+    drop_at: Option<Instant>,
+}
+
+impl Answered {
+    /// None when `stage1` is too short to hold the two keys (it never is after Noise read it).
+    pub fn new(stage1: &[u8], stage2: Vec<u8>) -> Option<Answered> {
+        let keys = stage1.get(..STAGE1_KEYS)?.try_into().ok()?;
+        let cache = AnswerCache {
+            stage1: stage1.into(),
+            stage2: stage2.into_boxed_slice(),
+            drop_at: None,
+        };
+        Some(Answered {
+            keys,
+            cache: Some(Box::new(cache)),
+        })
+    }
+
+    /// The cached stage 2 if `noise_part` is exactly the stage 1 we answered (not yet proven).
+    pub fn cached_answer(&self, noise_part: &[u8]) -> Option<&[u8]> {
+        let c = self.cache.as_ref()?;
+        (*c.stage1 == *noise_part).then_some(&*c.stage2)
+    }
+
+    /// Same sender (static key) and ephemeral key as the stage 1 we answered.
+    fn same_keys(&self, noise_part: &[u8]) -> bool {
+        noise_part.get(..STAGE1_KEYS) == Some(&self.keys[..])
+    }
+
+    fn ephemeral(&self) -> [u8; 32] {
+        let mut e = [0u8; 32];
+        e.copy_from_slice(&self.keys[..32]);
+        e
+    }
+
+    /// Whether the answer is still cached (the tunnel not yet proven).
+    pub fn is_cached(&self) -> bool {
+        self.cache.is_some()
+    }
 }
 
 /// A handshake we initiated and that has not completed.
@@ -157,8 +241,8 @@ impl HostMap {
         self.by_index.insert(h.local_index, h.vpn_ip);
         // A newer tunnel may shadow another host's remote index; last writer wins like 1.6.1.
         self.by_remote_index.insert(h.remote_index, h.vpn_ip);
-        if let Some(e) = stage1_key(&h.stage1) {
-            self.by_stage1.insert(e, h.vpn_ip);
+        if let Some(a) = &h.answered {
+            self.by_stage1.insert(a.ephemeral(), h.vpn_ip);
         }
         self.hosts.insert(h.vpn_ip, h);
         old
@@ -180,26 +264,29 @@ impl HostMap {
         if self.by_remote_index.get(&h.remote_index) == Some(&ip) {
             self.by_remote_index.remove(&h.remote_index);
         }
-        if let Some(e) = stage1_key(&h.stage1) {
-            self.unlink_stage1(e, ip);
+        if let Some(a) = &h.answered {
+            self.unlink_stage1(a.ephemeral(), ip);
         }
         Some(h)
     }
 
-    /// The responder tunnel or candidate that answered exactly this stage-1 Noise message.
-    pub fn host_by_stage1(&self, noise_part: &[u8]) -> Option<&HostInfo> {
+    /// The responder tunnel or candidate that answered exactly this stage-1 Noise message and
+    /// is not yet proven, with our cached stage 2.
+    pub fn host_by_stage1<'a>(&'a self, noise_part: &[u8]) -> Option<(&'a HostInfo, &'a [u8])> {
         let ip = self.stage1_seen(noise_part)?;
-        let live = self.hosts.get(&ip).filter(|h| h.stage1 == noise_part);
+        let answer = |h: &'a HostInfo| -> Option<&'a [u8]> {
+            h.answered.as_ref()?.cached_answer(noise_part)
+        };
+        let live = self.hosts.get(&ip).and_then(|h| Some((h, answer(h)?)));
         let candidate = self.candidates.get(&ip).map(|c| &c.host);
-        live.or(candidate.filter(|h| h.stage1 == noise_part))
+        live.or_else(|| candidate.and_then(|h| Some((h, answer(h)?))))
     }
 
     /// The VPN IP whose tunnel or candidate answered a stage 1 from the same sender (static
     /// key) with this ephemeral key; the payload may differ: a replay with altered fields.
     pub fn stage1_seen(&self, noise_part: &[u8]) -> Option<VpnIp> {
         let ip = *self.by_stage1.get(&stage1_key(noise_part)?)?;
-        let keys = noise_part.get(..STAGE1_KEYS)?;
-        let same = |h: &HostInfo| h.stage1.get(..STAGE1_KEYS) == Some(keys);
+        let same = |h: &HostInfo| h.answered.as_ref().is_some_and(|a| a.same_keys(noise_part));
         let live = self.hosts.get(&ip).is_some_and(same);
         let candidate = self.candidates.get(&ip).is_some_and(|c| same(&c.host));
         (live || candidate).then_some(ip)
@@ -234,8 +321,8 @@ impl HostMap {
         }
         self.remove_candidate(ip);
         self.candidate_by_index.insert(c.host.local_index, ip);
-        if let Some(e) = stage1_key(&c.host.stage1) {
-            self.by_stage1.insert(e, ip);
+        if let Some(a) = &c.host.answered {
+            self.by_stage1.insert(a.ephemeral(), ip);
         }
         self.candidates.insert(ip, c);
         true
@@ -244,11 +331,11 @@ impl HostMap {
     pub fn remove_candidate(&mut self, ip: VpnIp) -> Option<Candidate> {
         let c = self.candidates.remove(&ip)?;
         self.candidate_by_index.remove(&c.host.local_index);
-        let e = stage1_key(&c.host.stage1);
+        let e = c.host.answered.as_ref().map(Answered::ephemeral);
         let live_shares = self
             .hosts
             .get(&ip)
-            .is_some_and(|h| stage1_key(&h.stage1) == e);
+            .is_some_and(|h| h.answered.as_ref().map(Answered::ephemeral) == e);
         if let (Some(e), false) = (e, live_shares) {
             self.unlink_stage1(e, ip);
         }
@@ -332,6 +419,7 @@ mod tests {
     use super::*;
     use crate::crypto::{AeadKey, Cipher};
     use std::net::Ipv4Addr;
+    use std::time::Duration;
 
     fn host(ip: u8, idx: u32, stage1: &[u8], remote: &str) -> HostInfo {
         let key = |b: u8| AeadKey::new(Cipher::AesGcm, &[b; 32]);
@@ -358,8 +446,7 @@ mod tests {
                 cert: None,
             },
             handshake_time: 1,
-            stage1: stage1.to_vec(),
-            stage2: vec![idx as u8],
+            answered: Answered::new(stage1, vec![idx as u8]),
             last_roam: None,
             recv_errors: 0,
             liveness: Liveness::default(),
@@ -395,7 +482,9 @@ mod tests {
         assert!(!m.index_free(LocalIndex(7)));
         assert_eq!(m.candidate_by_index(LocalIndex(7)), Some(ip));
         assert_eq!(m.host_by_index(LocalIndex(7)), None, "not a tunnel yet");
-        let dup = m.host_by_stage1(&stage1(1, 9, 0)).map(|h| h.local_index);
+        let dup = m
+            .host_by_stage1(&stage1(1, 9, 0))
+            .map(|(h, _)| h.local_index);
         assert_eq!(
             dup,
             Some(LocalIndex(7)),
@@ -439,5 +528,46 @@ mod tests {
         );
         assert!(m.index_free(LocalIndex(7)));
         assert_eq!(m.stage1_seen(&stage1(1, 9, 0)), None);
+    }
+
+    #[test]
+    fn the_cached_answer_goes_after_the_proof_but_replays_stay_known() {
+        let mut m = HostMap::default();
+        let ip = VpnIp::from(Ipv4Addr::new(10, 0, 0, 2));
+        let t0 = Instant::now();
+        let grace = Duration::from_millis(500);
+        m.insert_host(host(2, 5, &stage1(2, 9, 0), "192.0.2.2:4242"));
+        let h = m.host_mut(ip).unwrap();
+        h.drop_answer_if_due(t0 + Duration::from_secs(60));
+        assert!(h.answered.as_ref().unwrap().is_cached(), "unproven: kept");
+        assert_eq!(h.proven(t0, grace), Some(t0 + grace));
+        assert_eq!(
+            h.proven(t0 + grace, grace),
+            None,
+            "the first proof sets the time"
+        );
+        h.drop_answer_if_due(t0 + Duration::from_millis(499));
+        let cached = m
+            .host_by_stage1(&stage1(2, 9, 0))
+            .map(|(_, s2)| s2.to_vec());
+        assert_eq!(cached, Some(vec![5]), "a late retransmit is still answered");
+        m.host_mut(ip).unwrap().drop_answer_if_due(t0 + grace);
+        assert!(
+            m.host_by_stage1(&stage1(2, 9, 0)).is_none(),
+            "cache dropped"
+        );
+        assert_eq!(m.host(ip).unwrap().answer_drop_at(), None);
+        assert_eq!(
+            m.stage1_seen(&stage1(2, 9, 0)),
+            Some(ip),
+            "a resend is still known"
+        );
+        assert_eq!(
+            m.stage1_seen(&stage1(2, 9, 7)),
+            Some(ip),
+            "and an altered copy"
+        );
+        m.remove_host(ip);
+        assert_eq!(m.stage1_seen(&stage1(2, 9, 0)), None);
     }
 }

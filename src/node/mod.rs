@@ -52,7 +52,7 @@ pub use crate::crypto::{NodeRng, RngOrigin};
 
 pub use calculated::CalculatedRemote;
 pub use certs::{identity_from_cert, identity_from_pem, peer_cert, still_valid, CaPoolVerifier};
-pub use hostmap::{Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
+pub use hostmap::{Answered, Candidate, HostInfo, HostMap, Liveness, PendingHandshake};
 pub use lighthouse::{
     details as lighthouse_details, from_wire as lighthouse_addrs, MAX_EXAMINED_PER_FAMILY,
 };
@@ -204,8 +204,8 @@ impl Default for NodeConfig {
             connection_alive_interval: secs(d::CONNECTION_ALIVE_INTERVAL_SECS),
             pending_deletion_interval: secs(d::PENDING_DELETION_INTERVAL_SECS),
             disconnect_invalid: false,
-            max_hosts: 65_536,
-            max_pending: 4_096,
+            max_hosts: crate::config::defaults::MAX_HOSTS,
+            max_pending: crate::config::defaults::MAX_PENDING_HANDSHAKES,
             max_queued_outputs: 4_096,
             am_lighthouse: false,
             lighthouses: Vec::new(),
@@ -222,7 +222,7 @@ impl Default for NodeConfig {
             advertise_relays: Vec::new(),
             am_relay: false,
             use_relays: d::USE_RELAYS,
-            max_relay_legs: 65_536,
+            max_relay_legs: crate::config::defaults::MAX_RELAY_LEGS,
             // The bound port, which the driver always sets; simulations bind 4242.
             listen_port: 4242,
             serve_dns: false,
@@ -581,6 +581,7 @@ impl Node {
             self.handshake_timer(now, ip);
             self.liveness_timer(now, ip);
             self.candidate_timer(now, ip);
+            self.answer_timer(now, ip);
         }
         self.lighthouse_timers(now);
         self.inactivity_timer(now);
@@ -592,10 +593,11 @@ impl Node {
             .hostmap
             .pending(ip)
             .is_some_and(|p| p.next_attempt == at);
-        let host = self
-            .hostmap
-            .host(ip)
-            .is_some_and(|h| h.liveness.check_at == Some(at) || h.liveness.delete_at == Some(at));
+        let host = self.hostmap.host(ip).is_some_and(|h| {
+            h.liveness.check_at == Some(at)
+                || h.liveness.delete_at == Some(at)
+                || h.answer_drop_at() == Some(at)
+        });
         let candidate = self.hostmap.candidate(ip).is_some_and(|c| c.expires == at);
         pending || host || candidate
     }
