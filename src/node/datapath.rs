@@ -41,7 +41,6 @@ impl Node {
         from: SocketAddr,
         buf: &mut [u8],
     ) -> DatagramOutcome {
-        self.rx_clock = now;
         let r = self.datagram(now, from, buf);
         if let DatagramOutcome::Dropped(reason) = r {
             self.drops.count(reason);
@@ -293,7 +292,7 @@ impl Node {
         }
     }
 
-    /// Index lookup, replay check (recv_error on failure), authenticate, window update.
+    /// Index lookup (recv_error for an unknown index), replay check, authenticate, window update.
     /// Returns the peer and the plaintext length at `buf[16..]`.
     pub(super) fn open(
         &mut self,
@@ -331,7 +330,7 @@ impl Node {
         }
         // The peer demonstrably has this session: earlier recv_errors were stale or forged.
         host.recv_errors = 0;
-        host.counters.rx(n, self.rx_clock);
+        host.counters.rx(n, now);
         if let Some(at) = host.proven(now, grace) {
             self.arm_timer(at, vpn_ip);
         }

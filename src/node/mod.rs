@@ -431,8 +431,6 @@ pub struct Node {
     relay_ctx: Option<relay::RelayCtx>,
     /// Control-message and handshake counts for `status` and metrics.
     msgs: status::MessageCounters,
-    /// `now` of the datagram being processed, for per-tunnel last-receive times.
-    rx_clock: Instant,
     /// Next `tunnels.drop_inactive` sweep (`None` when off).
     inactivity_at: Option<Instant>,
     /// `tun.use_system_route_table`: unsafe routes the driver read from the kernel table.
@@ -483,7 +481,6 @@ impl Node {
             relays: relay_table::RelayTable::default(),
             relay_ctx: None,
             msgs: status::MessageCounters::default(),
-            rx_clock: now,
             inactivity_at: None,
             system_routes: Vec::new(),
         };
